@@ -1,0 +1,63 @@
+"""In-process signals: live event fan-out, worker wake-ups and cancel requests.
+
+The store is the source of truth; the hub only makes this process fast. Events are
+published here after they are committed, so a reader that subscribes, then reads the
+store, then takes live batches (dropping sequence numbers it already has) never misses
+or repeats an event, and never sees one that a crash could take back. Other processes
+learn the same things from the store (`wait_for_events`, `wait_for_work`, `heartbeat`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from bgmode.records import StoredEvent
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._subs: dict[str, set[asyncio.Queue[list[StoredEvent]]]] = {}
+        self._cancel: dict[str, Callable[[], None]] = {}
+        self.work = asyncio.Event()
+
+    @contextmanager
+    def subscribe(self, response_id: str) -> Iterator[asyncio.Queue[list[StoredEvent]]]:
+        """A queue of committed event batches of one response, for the `with` block."""
+        q: asyncio.Queue[list[StoredEvent]] = asyncio.Queue()
+        subs = self._subs.setdefault(response_id, set())
+        subs.add(q)
+        try:
+            yield q
+        finally:
+            subs.discard(q)
+            if not subs:
+                self._subs.pop(response_id, None)
+
+    def publish(self, response_id: str, events: list[StoredEvent]) -> None:
+        subs = self._subs.get(response_id)
+        if subs:
+            for q in subs:
+                q.put_nowait(events)
+
+    def wake_workers(self) -> None:
+        self.work.set()
+
+    def running_here(self, response_id: str) -> bool:
+        """Whether a worker of this process runs the response (its events arrive via `publish`)."""
+        return response_id in self._cancel
+
+    def register_job(self, response_id: str, cancel: Callable[[], None]) -> None:
+        self._cancel[response_id] = cancel
+
+    def unregister_job(self, response_id: str) -> None:
+        self._cancel.pop(response_id, None)
+
+    def cancel(self, response_id: str) -> bool:
+        """Tell this process's worker to stop the response now; False if it does not run here."""
+        fn = self._cancel.get(response_id)
+        if fn is None:
+            return False
+        fn()
+        return True

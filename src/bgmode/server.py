@@ -1,0 +1,44 @@
+"""Run the app under uvicorn, with bgmode's own shutdown sequence.
+
+On SIGTERM/SIGINT uvicorn stops accepting connections and waits for open ones; live SSE
+streams would keep it waiting forever, so the first signal also tells bgmode to end its
+streams (clients resume with `starting_after` against the next server) and to stop
+claiming work. The worker then gets its grace period in the lifespan shutdown.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from types import FrameType
+
+import uvicorn
+
+from bgmode.app import Server, create_app
+from bgmode.config import Settings
+from bgmode.routing import Router
+
+
+class _Uvicorn(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, server: Server) -> None:
+        super().__init__(config)
+        self.bgmode = server
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.bgmode.begin_shutdown()
+        super().handle_exit(sig, frame)
+
+
+def run(settings: Settings, router: Router, log_level: str = "info") -> None:
+    app = create_app(settings, router)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=False,
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        timeout_graceful_shutdown=int(settings.grace_seconds) + 15,
+        lifespan="on",
+    )
+    _Uvicorn(config, app.state.server).run()

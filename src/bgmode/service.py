@@ -1,0 +1,349 @@
+"""The request-side use cases: create, retrieve, stream, cancel, delete, list input items.
+
+No HTTP here (that is `app.py`) and no SQL (that is `store/`): this module decides what
+each call means, in OpenAI's terms, and raises `APIError`s that `app.py` renders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from bgmode.backends.base import BackendError, Finish, Message, ModelRequest, estimate_tokens
+from bgmode.errors import InvalidRequest, NotFound, RateLimited, ResponseNotFound
+from bgmode.events import ResponseBuilder
+from bgmode.hub import Hub
+from bgmode.protocol import CreateRequest, new_id, output_text, parse_create, response_object
+from bgmode.records import TERMINAL_VALUES, ResponseRecord, Status, StoredEvent
+from bgmode.routing import Router
+from bgmode.sse import KEEPALIVE, frame
+from bgmode.store.base import Store
+from bgmode.worker import Worker, request_from_record
+
+
+@dataclass
+class Limits:
+    #: queued responses allowed in the whole server, and per tenant (0: no limit)
+    max_queued: int = 0
+    max_queued_per_tenant: int = 0
+    keepalive_seconds: float = 15.0
+    #: how long a cancel of a running response waits for its worker to settle it
+    cancel_wait_seconds: float = 5.0
+    lease_seconds: float = 30.0
+
+
+@dataclass
+class Created:
+    record: ResponseRecord
+    #: for stream=true: the SSE frames to send
+    stream: AsyncIterator[bytes] | None = None
+
+
+class Service:
+    def __init__(self, store: Store, hub: Hub, router: Router, limits: Limits | None = None) -> None:
+        self.store = store
+        self.hub = hub
+        self.router = router
+        self.limits = limits or Limits()
+        self.shutting_down = asyncio.Event()
+        self._owner = f"api:{new_id('x')[2:14]}"
+
+    # -- create -------------------------------------------------------------------------------
+
+    async def create(self, body: Any, tenant: str, idempotency_key: str | None = None) -> Created:
+        req = parse_create(body)
+        if self.router.resolve(req.model) is None:
+            raise NotFound(
+                f"The model `{req.model}` does not exist or you do not have access to it.",
+                code="model_not_found",
+            )
+        context = await self._context(req, tenant)
+        response_id = new_id("resp")
+        now = time.time()
+        request = {
+            "model": req.model,
+            "context": context,
+            "instructions": req.instructions,
+            "max_output_tokens": req.max_output_tokens,
+            "temperature": req.temperature,
+            "top_p": req.top_p,
+            "reasoning_effort": (req.reasoning or {}).get("effort"),
+            "verbosity": req.text.get("verbosity"),
+            "metadata": req.metadata,
+            "body": req.raw,
+        }
+        if not req.background:
+            return await self._create_sync(req, response_id, int(now), tenant, request)
+
+        await self._check_queue_limits(tenant)
+        builder = ResponseBuilder(response_object(req, response_id, int(now), Status.QUEUED.value), 0)
+        events = [builder.lifecycle("response.created"), builder.lifecycle("response.queued")]
+        record = ResponseRecord(
+            id=response_id,
+            tenant=tenant,
+            status=Status.QUEUED.value,
+            background=True,
+            body=builder.body,
+            input_items=req.input_items,
+            request=request,
+            created_at=now,
+        )
+        record = await self.store.create(record, events, idempotency_key)
+        self.hub.wake_workers()
+        stream = self.tail(record.id, -1) if req.stream else None
+        return Created(record, stream)
+
+    async def _check_queue_limits(self, tenant: str) -> None:
+        lim = self.limits
+        if lim.max_queued and await self.store.count_queued() >= lim.max_queued:
+            raise RateLimited(
+                f"Too many queued responses on this server (limit {lim.max_queued}); retry later.",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": "1"},
+            )
+        if lim.max_queued_per_tenant and await self.store.count_queued(tenant) >= lim.max_queued_per_tenant:
+            raise RateLimited(
+                f"Too many queued responses for this API key (limit {lim.max_queued_per_tenant}); retry later.",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": "1"},
+            )
+
+    async def _context(self, req: CreateRequest, tenant: str) -> list[list[str]]:
+        context: list[list[str]] = []
+        if req.previous_response_id:
+            prev = await self.store.get(req.previous_response_id)
+            if prev is None or prev.tenant != tenant:
+                raise InvalidRequest(
+                    f"Previous response with id '{req.previous_response_id}' not found.",
+                    param="previous_response_id",
+                    code="previous_response_not_found",
+                )
+            if prev.status not in TERMINAL_VALUES:
+                raise InvalidRequest(
+                    f"Previous response with id '{req.previous_response_id}' is still {prev.status}; "
+                    "wait until it finishes.",
+                    param="previous_response_id",
+                    code="previous_response_not_finished",
+                )
+            context.extend(prev.request.get("context", []))
+            text = output_text(prev.body.get("output") or [])
+            if text:
+                context.append(["assistant", text])
+        for it in req.input_items:
+            text = "".join(p.get("text", "") for p in it["content"])
+            context.append([it["role"], text])
+        return context
+
+    async def _create_sync(
+        self, req: CreateRequest, response_id: str, created_at: int, tenant: str, request: dict[str, Any]
+    ) -> Created:
+        body = response_object(req, response_id, created_at, Status.IN_PROGRESS.value)
+        record = ResponseRecord(
+            id=response_id,
+            tenant=tenant,
+            status=Status.IN_PROGRESS.value,
+            background=False,
+            body=body,
+            input_items=req.input_items,
+            request=request,
+            created_at=time.time(),
+        )
+        if req.stream:
+            return Created(record, self._sync_stream(record, req.store))
+        async for _ in self._run_inline(record):
+            pass
+        if req.store:
+            await self.store.create(record, [])
+        return Created(record)
+
+    async def _sync_stream(self, record: ResponseRecord, store: bool) -> AsyncIterator[bytes]:
+        async for events in self._run_inline(record):
+            for e in events:
+                yield frame(e)
+        if store:
+            await self.store.create(record, [])
+
+    async def _run_inline(self, record: ResponseRecord) -> AsyncIterator[list[StoredEvent]]:
+        """Run a non-background response in the request; the client disconnecting stops it."""
+        builder = ResponseBuilder(record.body, 0)
+        yield [builder.lifecycle("response.created"), builder.lifecycle("response.in_progress")]
+        request: ModelRequest = request_from_record(record)
+        builder.input_tokens_estimate = sum(estimate_tokens(m.text) for m in request.messages)
+        route = self.router.resolve(request.model)
+        assert route is not None
+        status, error, reason = Status.COMPLETED, None, None
+        stream = route.backend.stream(request)
+        try:
+            async for ev in stream:
+                if isinstance(ev, Finish):
+                    status, reason = ResponseBuilder.finish_status(ev)
+                    break
+                out = builder.feed(ev)
+                if out:
+                    yield out
+        except BackendError as exc:
+            status, error = Status.FAILED, {"code": exc.code, "message": exc.message}
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        yield builder.terminal(status, error=error, incomplete_reason=reason)
+        record.status = status.value
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def get(self, response_id: str, tenant: str) -> ResponseRecord:
+        rec = await self.store.get(response_id)
+        if rec is None or rec.tenant != tenant:
+            raise ResponseNotFound(response_id)
+        rec.body["status"] = rec.status
+        return rec
+
+    async def stream(self, response_id: str, tenant: str, starting_after: int | None) -> AsyncIterator[bytes]:
+        rec = await self.get(response_id, tenant)
+        if not rec.background:
+            raise InvalidRequest(
+                "This response cannot be streamed because it was not created with background=true.",
+                param="stream",
+                code="invalid_request_error",
+            )
+        if rec.events_purged:
+            raise InvalidRequest(
+                "The events of this response have expired and can no longer be streamed; "
+                "retrieve it without stream=true.",
+                param="stream",
+                code="stream_expired",
+            )
+        return self.tail(response_id, -1 if starting_after is None else starting_after)
+
+    async def tail(self, response_id: str, after: int) -> AsyncIterator[bytes]:
+        """Replay stored events after `after`, then follow live ones until the terminal event.
+
+        Live events come from the hub when this process runs the response, else from the
+        store (re-read on its wake-ups). Idle streams get a keep-alive comment.
+        """
+        keepalive = self.limits.keepalive_seconds
+        last = after
+        with self.hub.subscribe(response_id) as live:
+            idle_since = time.monotonic()
+            while not self.shutting_down.is_set():
+                page = await self.store.events_after(response_id, last, 1000)
+                for e in page:
+                    yield frame(e)
+                    last = e.seq
+                    if e.type in _TERMINAL_TYPES:
+                        return
+                if len(page) == 1000:
+                    continue
+                if page:
+                    idle_since = time.monotonic()
+                # the fast path: committed batches handed over by this process's worker
+                while (self.hub.running_here(response_id) or not live.empty()) and not self.shutting_down.is_set():
+                    wait = min(1.0, max(0.0, keepalive - (time.monotonic() - idle_since)))
+                    try:
+                        batch = await asyncio.wait_for(live.get(), timeout=wait)
+                    except TimeoutError:
+                        if time.monotonic() - idle_since >= keepalive:
+                            yield KEEPALIVE
+                            idle_since = time.monotonic()
+                        continue
+                    if batch[0].seq > last + 1:
+                        break  # a gap (we subscribed late): the store has every committed event
+                    for e in batch:
+                        if e.seq > last:
+                            yield frame(e)
+                            last = e.seq
+                            if e.type in _TERMINAL_TYPES:
+                                return
+                    idle_since = time.monotonic()
+                else:
+                    await self.store.wait_for_events(response_id, last, 0.25)
+                if time.monotonic() - idle_since >= keepalive:
+                    yield KEEPALIVE
+                    idle_since = time.monotonic()
+                    rec = await self.store.get(response_id)
+                    if rec is None or (rec.status in TERMINAL_VALUES and rec.last_seq <= last):
+                        return
+
+    async def input_items(
+        self, response_id: str, tenant: str, limit: int, order: str, after: str | None
+    ) -> dict[str, Any]:
+        rec = await self.get(response_id, tenant)
+        items = rec.input_items if order == "asc" else list(reversed(rec.input_items))
+        if after is not None:
+            ids = [it["id"] for it in items]
+            if after not in ids:
+                raise InvalidRequest(f"No input item with id '{after}' in this response.", param="after")
+            items = items[ids.index(after) + 1 :]
+        page = items[:limit]
+        return {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": len(items) > limit,
+        }
+
+    # -- changing -----------------------------------------------------------------------------
+
+    async def cancel(self, response_id: str, tenant: str) -> ResponseRecord:
+        deadline = time.monotonic() + self.limits.cancel_wait_seconds
+        while True:
+            rec = await self.get(response_id, tenant)
+            if not rec.background:
+                raise InvalidRequest("Cannot cancel a synchronous response.")
+            if rec.status == Status.CANCELLED:
+                return rec
+            if rec.status in TERMINAL_VALUES:
+                raise InvalidRequest(f"Cannot cancel a {rec.status} response.")
+            if rec.status == Status.QUEUED:
+                builder = ResponseBuilder(rec.body, rec.last_seq + 1)
+                events = builder.terminal(Status.CANCELLED)
+                if await self.store.cancel_queued(rec.id, builder.body, events):
+                    self.hub.publish(rec.id, events)
+                    rec.status = Status.CANCELLED.value
+                    rec.body = builder.body
+                    return rec
+                continue  # a worker claimed it meanwhile: cancel it as in_progress
+            # in_progress
+            await self.store.request_cancel(rec.id)
+            self.hub.cancel(rec.id)
+            settled = await self._wait_terminal(rec.id, tenant, deadline)
+            if settled is not None:
+                return settled
+            stale = await self.store.takeover(rec.id, self._owner, self.limits.lease_seconds)
+            if stale is not None:  # its worker is gone: settle it here
+                await Worker.settle_lost(stale, self._owner, self.store, cancel=True)
+                return await self.get(response_id, tenant)
+            return await self.get(response_id, tenant)
+
+    async def _wait_terminal(self, response_id: str, tenant: str, deadline: float) -> ResponseRecord | None:
+        with self.hub.subscribe(response_id) as live:
+            while True:
+                rec = await self.get(response_id, tenant)
+                if rec.status in TERMINAL_VALUES:
+                    return rec
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                if self.hub.running_here(response_id):
+                    try:
+                        await asyncio.wait_for(live.get(), timeout=min(left, 0.5))
+                    except TimeoutError:
+                        pass
+                else:
+                    await self.store.wait_for_events(response_id, rec.last_seq, min(left, 0.1))
+
+    async def delete(self, response_id: str, tenant: str) -> dict[str, Any]:
+        rec = await self.get(response_id, tenant)
+        self.hub.cancel(rec.id)
+        await self.store.delete(rec.id)
+        return {"id": rec.id, "object": "response", "deleted": True}
+
+
+_TERMINAL_TYPES = frozenset({"response.completed", "response.incomplete", "response.failed", "response.cancelled"})
+
+__all__ = ["Created", "Limits", "Message", "Service"]

@@ -1,0 +1,144 @@
+"""The storage contract: responses (the job queue) and their append-only event logs.
+
+Every backend (SQLite by default, PostgreSQL for many processes) implements `Store`.
+The guarantees the rest of bgmode relies on:
+
+- **Atomic create.** A response row and its first events are committed together, before
+  the client hears back.
+- **One writer per response.** A worker claims a response with a lease; every write it
+  makes (`write`) is fenced: applied only while it still owns the lease and the response
+  is `in_progress`. A worker that lost its lease gets `FENCED` and must stop.
+- **Cancel is settled in the store.** A queued response is cancelled at once
+  (`cancel_queued`). For a running one `request_cancel` sets a flag; the owning worker sees
+  it (in-process signal or `heartbeat`) and finishes `cancelled`. A finishing write that
+  finds the flag set is refused with `CANCEL_REQUESTED`, so `cancelled` always wins over a
+  late completion once the cancel committed first, and a terminal status is never changed.
+- **Gap-free logs.** `(response_id, sequence_number)` is unique; events are appended in
+  order by the single writer, so a log is always 0..n without gaps or duplicates.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from bgmode.records import ResponseRecord, StoredEvent
+
+
+class WriteResult(enum.Enum):
+    OK = "ok"
+    #: the writer no longer owns the response (lease lost, or the response was finished/deleted)
+    FENCED = "fenced"
+    #: a finishing write refused because a cancel was requested first
+    CANCEL_REQUESTED = "cancel_requested"
+
+
+@dataclass(slots=True)
+class Write:
+    """Events (and optionally a new Response snapshot and terminal status) for one response."""
+
+    response_id: str
+    events: list[StoredEvent]
+    #: the Response object to store (None: keep the stored one)
+    body: dict[str, Any] | None = None
+    #: a terminal status: this write finishes the response and releases the lease
+    finish: str | None = None
+    #: for a finishing write: finish even if a cancel was requested (the cancelled finish itself)
+    force: bool = False
+
+
+class Store(ABC):
+    """Durable state for responses and their ordered event logs."""
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and create or migrate the schema (idempotent)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Finish pending writes and release connections."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise if the store is unreachable (readiness)."""
+
+    @abstractmethod
+    async def create(
+        self, record: ResponseRecord, events: list[StoredEvent], idempotency_key: str | None = None
+    ) -> ResponseRecord:
+        """Insert a response and its first events atomically.
+
+        With an `idempotency_key` already used by the same tenant, insert nothing and return
+        the stored response instead.
+        """
+
+    @abstractmethod
+    async def get(self, response_id: str) -> ResponseRecord | None:
+        """The response, or None."""
+
+    @abstractmethod
+    async def delete(self, response_id: str) -> bool:
+        """Delete a response and its events; False if there was none."""
+
+    @abstractmethod
+    async def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[ResponseRecord]:
+        """Move up to `limit` queued responses, oldest first, to `in_progress` under a lease."""
+
+    @abstractmethod
+    async def heartbeat(self, worker_id: str, lease_seconds: float) -> list[str]:
+        """Renew every lease `worker_id` holds; return the ids whose cancel was requested."""
+
+    @abstractmethod
+    async def write(self, worker_id: str, writes: list[Write]) -> list[WriteResult]:
+        """Apply fenced writes in one transaction; one result per write, in order."""
+
+    @abstractmethod
+    async def cancel_queued(self, response_id: str, body: dict[str, Any], events: list[StoredEvent]) -> bool:
+        """Cancel a response that is still queued; False if it is no longer queued."""
+
+    @abstractmethod
+    async def request_cancel(self, response_id: str) -> bool:
+        """Flag a running response for cancellation; False if it is not `in_progress`."""
+
+    @abstractmethod
+    async def takeover(self, response_id: str, worker_id: str, lease_seconds: float) -> ResponseRecord | None:
+        """Take the lease of an `in_progress` response whose lease has expired (its worker was lost)."""
+
+    @abstractmethod
+    async def release(self, response_id: str, worker_id: str) -> bool:
+        """Hand a running response back to the queue (`queued`, no lease), if `worker_id` owns it."""
+
+    @abstractmethod
+    async def expired(self, limit: int) -> list[ResponseRecord]:
+        """`in_progress` responses whose lease has expired."""
+
+    @abstractmethod
+    async def events_after(self, response_id: str, after: int, limit: int = 1000) -> list[StoredEvent]:
+        """Events with `sequence_number > after`, in order."""
+
+    @abstractmethod
+    async def count_queued(self, tenant: str | None = None) -> int:
+        """How many responses are queued (for one tenant, or all)."""
+
+    @abstractmethod
+    async def sweep(self, responses_before: float, events_before: float, limit: int) -> tuple[int, int]:
+        """Delete finished responses older than `responses_before`, and the event logs of
+        finished responses older than `events_before` (marking them purged); at most `limit`
+        of each. Returns how many responses and logs were removed."""
+
+    async def wait_for_events(self, response_id: str, after: int, timeout: float) -> None:
+        """Return when events after `after` may exist, or at `timeout`. Callers always re-read.
+
+        The default polls; backends with notifications override it.
+        """
+        import asyncio
+
+        await asyncio.sleep(min(timeout, 0.05))
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when queued work may exist (another process created it), or at `timeout`."""
+        import asyncio
+
+        await asyncio.sleep(timeout)

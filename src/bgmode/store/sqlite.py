@@ -1,0 +1,465 @@
+"""SQLite store (the default): WAL, one writer thread with group commit, pooled readers.
+
+Why not aiosqlite: it runs each call as its own statement on its own thread, so every
+token would be its own transaction. Here every write is a small function handed to one
+writer thread, which drains all that are waiting and runs them in one transaction (each
+in a savepoint, so one failing write does not undo the others), then commits once and
+resolves all their futures. Under load, batches grow on their own: that is group commit.
+Reads run on a small pool of threads with their own connections (WAL lets them read
+while the writer writes). Nothing here ever blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import orjson
+
+from bgmode.records import TERMINAL_VALUES, ResponseRecord, Status, StoredEvent
+from bgmode.store.base import Store, Write, WriteResult
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    status TEXT NOT NULL,
+    background INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    input_items BLOB NOT NULL,
+    request BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    last_seq INTEGER NOT NULL DEFAULT -1,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_expires REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    events_purged INTEGER NOT NULL DEFAULT 0,
+    idempotency_key TEXT
+);
+CREATE INDEX IF NOT EXISTS responses_queued ON responses (created_at) WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS responses_leased ON responses (lease_owner) WHERE lease_owner IS NOT NULL;
+CREATE INDEX IF NOT EXISTS responses_updated ON responses (updated_at);
+CREATE UNIQUE INDEX IF NOT EXISTS responses_idem ON responses (tenant, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS events (
+    response_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (response_id, seq)
+) WITHOUT ROWID;
+"""
+
+_COLUMNS = (
+    "id, tenant, status, background, body, input_items, request, created_at, last_seq, "
+    "cancel_requested, lease_owner, lease_expires, attempts, events_purged"
+)
+_MAX_BATCH = 512
+
+
+def _record(row: tuple[Any, ...]) -> ResponseRecord:
+    return ResponseRecord(
+        id=row[0],
+        tenant=row[1],
+        status=row[2],
+        background=bool(row[3]),
+        body=orjson.loads(row[4]),
+        input_items=orjson.loads(row[5]),
+        request=orjson.loads(row[6]),
+        created_at=row[7],
+        last_seq=row[8],
+        cancel_requested=bool(row[9]),
+        lease_owner=row[10],
+        lease_expires=row[11],
+        attempts=row[12],
+        events_purged=bool(row[13]),
+    )
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def path_from_url(url: str) -> str:
+    """`sqlite:///relative.db`, `sqlite:////abs/path.db` or `sqlite:///:memory:` → a path."""
+    if not url.startswith("sqlite://"):
+        raise ValueError(f"not a sqlite URL: {url!r}")
+    path = url[len("sqlite://") :]
+    if path.startswith("/"):
+        path = path[1:]
+    return path or "bgmode.db"
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._writes: queue.SimpleQueue[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]] | None]
+        self._writes = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bgmode-sqlite-read")
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            parent = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(parent, exist_ok=True)
+        conn = _connect(self.path)
+        conn.executescript(SCHEMA)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="bgmode-sqlite-write", daemon=True)
+        self._writer.start()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writes.put(None)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        self._readers.shutdown(wait=True)
+        with self._lock:
+            for c in self._reader_conns:
+                c.close()
+            self._reader_conns.clear()
+
+    def _write_loop(self, conn: sqlite3.Connection) -> None:
+        stop = False
+        while not stop:
+            first = self._writes.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < _MAX_BATCH:
+                try:
+                    nxt = self._writes.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            results: list[tuple[bool, Any]] = []
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for fn, _ in batch:
+                    conn.execute("SAVEPOINT w")
+                    try:
+                        results.append((True, fn(conn)))
+                        conn.execute("RELEASE w")
+                    except Exception as exc:  # one failed write must not undo the others
+                        conn.execute("ROLLBACK TO w")
+                        conn.execute("RELEASE w")
+                        results.append((False, exc))
+                conn.execute("COMMIT")
+            except Exception as exc:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                results = [(False, exc)] * len(batch)
+            settled = [(fut, ok, value) for (_, fut), (ok, value) in zip(batch, results, strict=True)]
+            # one wake-up of the event loop per batch, not one per write
+            settled[0][0].get_loop().call_soon_threadsafe(_settle_all, settled)
+        conn.close()
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._writes.put((fn, fut))
+        return await fut
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path)
+            self._local.conn = conn
+            with self._lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, lambda: fn(self._reader()))
+
+    # -- the contract ---------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._read(lambda c: c.execute("SELECT 1").fetchone())
+
+    async def create(
+        self, record: ResponseRecord, events: list[StoredEvent], idempotency_key: str | None = None
+    ) -> ResponseRecord:
+        body = orjson.dumps(record.body)
+        items = orjson.dumps(record.input_items)
+        req = orjson.dumps(record.request)
+        last_seq = events[-1].seq if events else -1
+        lease_owner = record.lease_owner
+        lease_expires = record.lease_expires
+
+        def run(c: sqlite3.Connection) -> ResponseRecord | None:
+            if idempotency_key is not None:
+                row = c.execute(
+                    f"SELECT {_COLUMNS} FROM responses WHERE tenant = ? AND idempotency_key = ?",
+                    (record.tenant, idempotency_key),
+                ).fetchone()
+                if row is not None:
+                    return _record(row)
+            now = time.time()
+            c.execute(
+                "INSERT INTO responses (id, tenant, status, background, body, input_items, request, created_at,"
+                " updated_at, last_seq, lease_owner, lease_expires, attempts, idempotency_key)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.id,
+                    record.tenant,
+                    record.status,
+                    int(record.background),
+                    body,
+                    items,
+                    req,
+                    record.created_at,
+                    now,
+                    last_seq,
+                    lease_owner,
+                    lease_expires,
+                    record.attempts,
+                    idempotency_key,
+                ),
+            )
+            if events:
+                c.executemany(
+                    "INSERT INTO events (response_id, seq, type, data) VALUES (?, ?, ?, ?)",
+                    [(record.id, e.seq, e.type, e.data) for e in events],
+                )
+            return None
+
+        existing = await self._write(run)
+        if existing is not None:
+            return existing
+        record.last_seq = last_seq
+        return record
+
+    async def get(self, response_id: str) -> ResponseRecord | None:
+        row = await self._read(
+            lambda c: c.execute(f"SELECT {_COLUMNS} FROM responses WHERE id = ?", (response_id,)).fetchone()
+        )
+        return None if row is None else _record(row)
+
+    async def delete(self, response_id: str) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            n = c.execute("DELETE FROM responses WHERE id = ?", (response_id,)).rowcount
+            c.execute("DELETE FROM events WHERE response_id = ?", (response_id,))
+            return n > 0
+
+        return await self._write(run)
+
+    async def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[ResponseRecord]:
+        def run(c: sqlite3.Connection) -> list[ResponseRecord]:
+            rows = c.execute(
+                "UPDATE responses SET status = 'in_progress', lease_owner = ?, lease_expires = ?,"
+                " attempts = attempts + 1, updated_at = ?"
+                " WHERE id IN (SELECT id FROM responses WHERE status = 'queued' ORDER BY created_at LIMIT ?)"
+                f" RETURNING {_COLUMNS}",
+                (worker_id, time.time() + lease_seconds, time.time(), limit),
+            ).fetchall()
+            return sorted((_record(r) for r in rows), key=lambda r: r.created_at)
+
+        return await self._write(run)
+
+    async def heartbeat(self, worker_id: str, lease_seconds: float) -> list[str]:
+        def run(c: sqlite3.Connection) -> list[str]:
+            c.execute(
+                "UPDATE responses SET lease_expires = ? WHERE lease_owner = ? AND status = 'in_progress'",
+                (time.time() + lease_seconds, worker_id),
+            )
+            rows = c.execute(
+                "SELECT id FROM responses WHERE lease_owner = ? AND status = 'in_progress' AND cancel_requested = 1",
+                (worker_id,),
+            ).fetchall()
+            return [r[0] for r in rows]
+
+        return await self._write(run)
+
+    async def write(self, worker_id: str, writes: list[Write]) -> list[WriteResult]:
+        prepared = [
+            (
+                w,
+                None if w.body is None else orjson.dumps(w.body),
+                [(w.response_id, e.seq, e.type, e.data) for e in w.events],
+            )
+            for w in writes
+        ]
+
+        def run(c: sqlite3.Connection) -> list[WriteResult]:
+            out: list[WriteResult] = []
+            now = time.time()
+            for w, body, rows in prepared:
+                row = c.execute(
+                    "SELECT lease_owner, status, cancel_requested FROM responses WHERE id = ?",
+                    (w.response_id,),
+                ).fetchone()
+                if row is None or row[0] != worker_id or row[1] != "in_progress":
+                    out.append(WriteResult.FENCED)
+                    continue
+                if w.finish is not None and row[2] and not w.force and w.finish != Status.CANCELLED:
+                    out.append(WriteResult.CANCEL_REQUESTED)
+                    continue
+                if rows:
+                    c.executemany("INSERT INTO events (response_id, seq, type, data) VALUES (?, ?, ?, ?)", rows)
+                last = rows[-1][1] if rows else None
+                if w.finish is not None:
+                    c.execute(
+                        "UPDATE responses SET status = ?, body = COALESCE(?, body), last_seq = COALESCE(?, last_seq),"
+                        " lease_owner = NULL, lease_expires = NULL, updated_at = ? WHERE id = ?",
+                        (w.finish, body, last, now, w.response_id),
+                    )
+                else:
+                    c.execute(
+                        "UPDATE responses SET body = COALESCE(?, body), last_seq = COALESCE(?, last_seq),"
+                        " updated_at = ? WHERE id = ?",
+                        (body, last, now, w.response_id),
+                    )
+                out.append(WriteResult.OK)
+            return out
+
+        return await self._write(run)
+
+    async def cancel_queued(self, response_id: str, body: dict[str, Any], events: list[StoredEvent]) -> bool:
+        data = orjson.dumps(body)
+        rows = [(response_id, e.seq, e.type, e.data) for e in events]
+        first = events[0].seq if events else 0
+
+        def run(c: sqlite3.Connection) -> bool:
+            n = c.execute(
+                "UPDATE responses SET status = 'cancelled', body = ?, last_seq = ?, updated_at = ?"
+                " WHERE id = ? AND status = 'queued' AND last_seq = ?",
+                (data, rows[-1][1] if rows else -1, time.time(), response_id, first - 1),
+            ).rowcount
+            if n:
+                c.executemany("INSERT INTO events (response_id, seq, type, data) VALUES (?, ?, ?, ?)", rows)
+            return n > 0
+
+        return await self._write(run)
+
+    async def request_cancel(self, response_id: str) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            return (
+                c.execute(
+                    "UPDATE responses SET cancel_requested = 1 WHERE id = ? AND status = 'in_progress'",
+                    (response_id,),
+                ).rowcount
+                > 0
+            )
+
+        return await self._write(run)
+
+    async def takeover(self, response_id: str, worker_id: str, lease_seconds: float) -> ResponseRecord | None:
+        def run(c: sqlite3.Connection) -> ResponseRecord | None:
+            now = time.time()
+            row = c.execute(
+                "UPDATE responses SET lease_owner = ?, lease_expires = ?, updated_at = ?"
+                " WHERE id = ? AND status = 'in_progress' AND (lease_expires IS NULL OR lease_expires < ?)"
+                f" RETURNING {_COLUMNS}",
+                (worker_id, now + lease_seconds, now, response_id, now),
+            ).fetchone()
+            return None if row is None else _record(row)
+
+        return await self._write(run)
+
+    async def release(self, response_id: str, worker_id: str) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            return (
+                c.execute(
+                    "UPDATE responses SET status = 'queued', lease_owner = NULL, lease_expires = NULL, updated_at = ?"
+                    " WHERE id = ? AND lease_owner = ? AND status = 'in_progress'",
+                    (time.time(), response_id, worker_id),
+                ).rowcount
+                > 0
+            )
+
+        return await self._write(run)
+
+    async def expired(self, limit: int) -> list[ResponseRecord]:
+        now = time.time()
+        rows = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_COLUMNS} FROM responses WHERE lease_owner IS NOT NULL AND status = 'in_progress'"
+                " AND lease_expires < ? LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        )
+        return [_record(r) for r in rows]
+
+    async def events_after(self, response_id: str, after: int, limit: int = 1000) -> list[StoredEvent]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT seq, type, data FROM events WHERE response_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (response_id, after, limit),
+            ).fetchall()
+        )
+        return [StoredEvent(r[0], r[1], r[2]) for r in rows]
+
+    async def count_queued(self, tenant: str | None = None) -> int:
+        sql = "SELECT count(*) FROM responses WHERE status = 'queued'"
+        args: tuple[str, ...] = ()
+        if tenant is not None:
+            sql, args = sql + " AND tenant = ?", (tenant,)
+        row = await self._read(lambda c: c.execute(sql, args).fetchone())
+        return int(row[0])
+
+    async def sweep(self, responses_before: float, events_before: float, limit: int) -> tuple[int, int]:
+        terminal = tuple(TERMINAL_VALUES)
+        marks = ",".join("?" * len(terminal))
+
+        def run(c: sqlite3.Connection) -> tuple[int, int]:
+            ids = [
+                r[0]
+                for r in c.execute(
+                    f"SELECT id FROM responses WHERE updated_at < ? AND status IN ({marks}) LIMIT ?",
+                    (responses_before, *terminal, limit),
+                ).fetchall()
+            ]
+            for i in ids:
+                c.execute("DELETE FROM events WHERE response_id = ?", (i,))
+                c.execute("DELETE FROM responses WHERE id = ?", (i,))
+            logs = [
+                r[0]
+                for r in c.execute(
+                    f"SELECT id FROM responses WHERE updated_at < ? AND status IN ({marks}) AND events_purged = 0"
+                    " LIMIT ?",
+                    (events_before, *terminal, limit),
+                ).fetchall()
+            ]
+            for i in logs:
+                c.execute("DELETE FROM events WHERE response_id = ?", (i,))
+                c.execute("UPDATE responses SET events_purged = 1 WHERE id = ?", (i,))
+            return len(ids), len(logs)
+
+        return await self._write(run)
+
+
+def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for fut, ok, value in settled:
+        if fut.done():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)

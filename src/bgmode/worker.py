@@ -1,0 +1,419 @@
+"""The worker: claim queued responses, run them on their backend, persist their events.
+
+One `Worker` per process runs up to `concurrency` responses at once:
+
+- **claim loop**: wakes on an in-process signal (a create in this process) or the store's
+  `wait_for_work`, and claims as many queued responses as it has free slots;
+- **flusher**: the only task that writes events. Runners hand it `Write`s; it merges
+  everything waiting into one `store.write` (group commit), then publishes the committed
+  events to live readers through the hub;
+- **heartbeat**: renews all of this process's leases in one statement, and learns of
+  cancels requested through other processes;
+- **reaper**: finds responses whose worker was lost (lease expired): requeues those that
+  had produced no output, fails the others with `server_error`.
+
+Shutdown (`stop`): stop claiming, give running responses `grace` seconds to finish, then
+hand the rest back: requeued if they had no output yet, else failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bgmode.backends.base import BackendError, Finish, Message, ModelRequest, estimate_tokens
+from bgmode.events import ResponseBuilder, replay
+from bgmode.hub import Hub
+from bgmode.protocol import new_id
+from bgmode.records import ResponseRecord, Status
+from bgmode.routing import Router
+from bgmode.store.base import Store, Write, WriteResult
+
+log = logging.getLogger("bgmode.worker")
+
+#: how often a running response's Response snapshot (for polls) is rewritten
+SNAPSHOT_INTERVAL = 0.2
+
+
+@dataclass
+class Job:
+    response_id: str
+    task: asyncio.Task[Finish] | None = None
+    cancelled: bool = False
+    fenced: bool = False
+    stopping: bool = False
+    last_snapshot: float = 0.0
+
+
+@dataclass
+class _Pending:
+    write: Write
+    job: Job | None
+    done: asyncio.Future[WriteResult] | None = None
+
+
+@dataclass
+class WorkerConfig:
+    concurrency: int = 16
+    lease_seconds: float = 30.0
+    heartbeat_seconds: float = 0.5
+    poll_seconds: float = 0.5
+    grace_seconds: float = 30.0
+
+
+def request_from_record(rec: ResponseRecord) -> ModelRequest:
+    r = rec.request
+    return ModelRequest(
+        model=r["model"],
+        messages=[Message(role, text) for role, text in r["context"]],
+        instructions=r.get("instructions"),
+        max_output_tokens=r.get("max_output_tokens"),
+        temperature=r.get("temperature"),
+        top_p=r.get("top_p"),
+        reasoning_effort=r.get("reasoning_effort"),
+        verbosity=r.get("verbosity"),
+        metadata=r.get("metadata") or {},
+        body=r.get("body") or {},
+    )
+
+
+class Worker:
+    def __init__(self, store: Store, router: Router, hub: Hub, config: WorkerConfig | None = None) -> None:
+        self.store = store
+        self.router = router
+        self.hub = hub
+        self.config = config or WorkerConfig()
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[2:14]}"
+        self.jobs: dict[str, Job] = {}
+        self._runners: set[asyncio.Task[None]] = set()
+        self._pending: list[_Pending] = []
+        self._pending_ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._claiming = True
+        self._slots_free = asyncio.Event()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._flush_loop(), name="bgmode-flusher"),
+            asyncio.create_task(self._heartbeat_loop(), name="bgmode-heartbeat"),
+        ]
+        if self.config.concurrency > 0:
+            self._tasks += [
+                asyncio.create_task(self._claim_loop(), name="bgmode-claim"),
+                asyncio.create_task(self._reap_loop(), name="bgmode-reaper"),
+            ]
+
+    def stop_claiming(self) -> None:
+        self._claiming = False
+        self.hub.wake_workers()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop claiming, let running responses finish for `grace` seconds, hand back the rest."""
+        self.stop_claiming()
+        grace = self.config.grace_seconds if grace is None else grace
+        if self._runners:
+            _, still = await asyncio.wait(set(self._runners), timeout=grace)
+            for job in list(self.jobs.values()):
+                job.stopping = True
+                if job.task is not None:
+                    job.task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=10)
+        await self._drain_writes()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks = []
+
+    async def _drain_writes(self) -> None:
+        while self._pending:
+            fut: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
+            self._pending.append(_Pending(Write("", []), None, fut))
+            self._pending_ready.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(fut, 10)
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def submit(self, job: Job | None, write: Write) -> asyncio.Future[WriteResult]:
+        fut: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(write, job, fut))
+        self._pending_ready.set()
+        return fut
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._pending_ready.wait()
+            self._pending_ready.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            merged: list[_Pending] = []
+            open_by_id: dict[str, _Pending] = {}
+            waiters: list[tuple[_Pending, _Pending]] = []
+            for p in batch:
+                w = p.write
+                if not w.response_id:  # a drain marker
+                    waiters.append((p, p))
+                    continue
+                cur = open_by_id.get(w.response_id)
+                if cur is not None and cur.write.finish is None:
+                    cur.write.events.extend(w.events)
+                    if w.body is not None:
+                        cur.write.body = w.body
+                    cur.write.finish = w.finish
+                    cur.write.force = w.force
+                    waiters.append((p, cur))
+                    continue
+                m = _Pending(Write(w.response_id, list(w.events), w.body, w.finish, w.force), p.job)
+                open_by_id[w.response_id] = m
+                merged.append(m)
+                waiters.append((p, m))
+            results: dict[int, WriteResult] = {}
+            if merged:
+                try:
+                    out = await self.store.write(self.worker_id, [m.write for m in merged])
+                except Exception:
+                    log.exception("writing %d event batches failed", len(merged))
+                    out = [WriteResult.FENCED] * len(merged)
+                for m, res in zip(merged, out, strict=True):
+                    results[id(m)] = res
+                    if res is WriteResult.OK:
+                        if m.write.events:
+                            self.hub.publish(m.write.response_id, m.write.events)
+                    elif res is WriteResult.FENCED and m.job is not None and not m.job.fenced:
+                        m.job.fenced = True
+                        if m.job.task is not None:
+                            m.job.task.cancel()
+            for p, m in waiters:
+                if p.done is not None and not p.done.done():
+                    p.done.set_result(results.get(id(m), WriteResult.OK))
+
+    # -- claiming ---------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while self._claiming:
+            free = self.config.concurrency - len(self._runners)
+            if free <= 0:
+                self._slots_free.clear()
+                await self._slots_free.wait()
+                continue
+            self.hub.work.clear()
+            try:
+                records = await self.store.claim(self.worker_id, free, self.config.lease_seconds)
+            except Exception:
+                log.exception("claiming failed")
+                records = []
+            for rec in records:
+                self._spawn(rec)
+            if records and len(records) == free:
+                continue
+            if not self._claiming:
+                break
+            waiter = asyncio.create_task(self.store.wait_for_work(self.config.poll_seconds))
+            local = asyncio.create_task(self.hub.work.wait())
+            _, pending = await asyncio.wait({waiter, local}, return_when=asyncio.FIRST_COMPLETED)
+            for t in pending:
+                t.cancel()
+
+    def _spawn(self, rec: ResponseRecord) -> None:
+        t = asyncio.create_task(self._run(rec), name=f"bgmode-run-{rec.id}")
+        self._runners.add(t)
+        t.add_done_callback(self._runner_done)
+
+    def _runner_done(self, t: asyncio.Task[None]) -> None:
+        self._runners.discard(t)
+        self._slots_free.set()
+        if not t.cancelled() and t.exception() is not None:
+            log.error("runner crashed", exc_info=t.exception())
+
+    # -- running one response ---------------------------------------------------------------
+
+    async def _run(self, rec: ResponseRecord) -> None:
+        job = Job(rec.id)
+        self.jobs[rec.id] = job
+        self.hub.register_job(rec.id, lambda: self._cancel_local(job))
+        try:
+            await self._execute(job, rec)
+        finally:
+            self.jobs.pop(rec.id, None)
+            self.hub.unregister_job(rec.id)
+
+    def _cancel_local(self, job: Job) -> None:
+        job.cancelled = True
+        if job.task is not None:
+            job.task.cancel()
+
+    async def _execute(self, job: Job, rec: ResponseRecord) -> None:
+        body = rec.body
+        builder = ResponseBuilder(body, rec.last_seq + 1)
+        builder.set_status(Status.IN_PROGRESS.value)
+        request = request_from_record(rec)
+        builder.input_tokens_estimate = sum(estimate_tokens(m.text) for m in request.messages)
+        if rec.last_seq < 2:  # created, queued: in_progress not yet announced
+            self.submit(job, Write(rec.id, [builder.lifecycle("response.in_progress")], builder.body))
+        if rec.cancel_requested:
+            job.cancelled = True
+
+        status: Status
+        error: dict[str, Any] | None = None
+        reason: str | None = None
+        route = self.router.resolve(request.model)
+        if job.cancelled:
+            status = Status.CANCELLED
+        elif route is None:
+            status = Status.FAILED
+            error = {"code": "server_error", "message": f"No backend serves model '{request.model}'."}
+        else:
+            job.task = asyncio.create_task(self._consume(job, builder, route.backend, request))
+            try:
+                fin = await job.task
+                status, reason = ResponseBuilder.finish_status(fin)
+            except asyncio.CancelledError:
+                if job.fenced:
+                    return
+                if job.cancelled:
+                    status = Status.CANCELLED
+                elif job.stopping:
+                    await self._hand_back(job, builder)
+                    return
+                else:
+                    raise
+            except BackendError as exc:
+                status = Status.FAILED
+                error = {"code": exc.code, "message": exc.message}
+            except Exception as exc:
+                log.exception("backend crashed on %s", rec.id)
+                status = Status.FAILED
+                error = {
+                    "code": "server_error",
+                    "message": f"The model backend failed: {type(exc).__name__}.",
+                }
+            if job.cancelled:
+                status, error, reason = Status.CANCELLED, None, None
+
+        await self._finish(job, builder, status, error, reason)
+
+    async def _consume(self, job: Job, builder: ResponseBuilder, backend: Any, request: ModelRequest) -> Finish:
+        stream = backend.stream(request)
+        try:
+            async for ev in stream:
+                if isinstance(ev, Finish):
+                    return ev
+                events = builder.feed(ev)
+                if events:
+                    now = time.monotonic()
+                    body = None
+                    if now - job.last_snapshot >= SNAPSHOT_INTERVAL:
+                        job.last_snapshot = now
+                        body = builder.snapshot()
+                    self.submit(job, Write(job.response_id, events, body))
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        return Finish()
+
+    async def _finish(
+        self,
+        job: Job,
+        builder: ResponseBuilder,
+        status: Status,
+        error: dict[str, Any] | None,
+        reason: str | None,
+    ) -> None:
+        alt = copy.deepcopy(builder) if status != Status.CANCELLED else None
+        events = builder.terminal(status, error=error, incomplete_reason=reason)
+        res = await self.submit(job, Write(job.response_id, events, builder.body, status.value))
+        if res is WriteResult.CANCEL_REQUESTED and alt is not None:
+            events = alt.terminal(Status.CANCELLED)
+            await self.submit(job, Write(job.response_id, events, alt.body, Status.CANCELLED.value, force=True))
+
+    async def _hand_back(self, job: Job, builder: ResponseBuilder) -> None:
+        """Shutdown: requeue a response with no output; fail one whose output had begun."""
+        await self._drain_writes()
+        if not builder.output_started:
+            if await self.store.release(job.response_id, self.worker_id):
+                return
+        await self._finish(
+            job,
+            builder,
+            Status.FAILED,
+            {"code": "server_error", "message": "The server shut down before the response finished."},
+            None,
+        )
+
+    # -- leases -----------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_seconds)
+            if not self.jobs:
+                continue
+            try:
+                cancelled = await self.store.heartbeat(self.worker_id, self.config.lease_seconds)
+            except Exception:
+                log.exception("heartbeat failed")
+                continue
+            for rid in cancelled:
+                job = self.jobs.get(rid)
+                if job is not None and not job.cancelled:
+                    self._cancel_local(job)
+
+    async def _reap_loop(self) -> None:
+        interval = max(1.0, self.config.lease_seconds / 3)
+        while self._claiming:
+            try:
+                await self.reap()
+            except Exception:
+                log.exception("reaping lost responses failed")
+            await asyncio.sleep(interval)
+
+    async def reap(self) -> int:
+        """Settle responses whose worker was lost; returns how many."""
+        n = 0
+        for stale in await self.store.expired(100):
+            rec = await self.store.takeover(stale.id, self.worker_id, self.config.lease_seconds)
+            if rec is None:
+                continue
+            n += 1
+            await self.settle_lost(rec, self.worker_id, self.store)
+        return n
+
+    @staticmethod
+    async def settle_lost(rec: ResponseRecord, worker_id: str, store: Store, cancel: bool = False) -> None:
+        """After a takeover: requeue (no output yet) or finish failed/cancelled from the stored log."""
+        events = await _all_events(store, rec.id)
+        builder = replay(rec.body, events)
+        if not cancel and not builder.output_started and not rec.cancel_requested:
+            await store.release(rec.id, worker_id)
+            return
+        if cancel or rec.cancel_requested:
+            status, error = Status.CANCELLED, None
+        else:
+            status = Status.FAILED
+            error = {"code": "server_error", "message": "The worker running this response was lost."}
+        out = builder.terminal(status, error=error)
+        await store.write(worker_id, [Write(rec.id, out, builder.body, status.value, force=True)])
+
+
+async def _all_events(store: Store, response_id: str) -> list[Any]:
+    out: list[Any] = []
+    after = -1
+    while True:
+        page = await store.events_after(response_id, after, 1000)
+        out.extend(page)
+        if len(page) < 1000:
+            return out
+        after = page[-1].seq
