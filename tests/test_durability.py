@@ -1,0 +1,158 @@
+"""Crashes (SIGKILL) and graceful shutdown (SIGTERM): no response is lost or left hanging."""
+
+from __future__ import annotations
+
+import time
+
+import openai
+from openai import OpenAI
+
+from tests.serving import BgmodeServer
+
+TERMINAL = {"completed", "failed", "cancelled", "incomplete"}
+FAST_LEASES = ["--lease-seconds", "1.5"]
+
+
+def replay(client: OpenAI, rid: str, after: int | None = None) -> list[object]:
+    if after is None:
+        stream = client.responses.retrieve(rid, stream=True)
+    else:
+        stream = client.responses.retrieve(rid, stream=True, starting_after=after)
+    with stream as s:
+        return list(s)
+
+
+def deltas(events: list[object]) -> str:
+    return "".join(getattr(e, "delta", "") for e in events if getattr(e, "type", "") == "response.output_text.delta")
+
+
+def check_log(client: OpenAI, rid: str) -> tuple[str, list[object]]:
+    """Every log is 0..n without gaps or duplicates, ends with exactly one terminal event, and a
+    completed response's output is the concatenation of its deltas."""
+    events = replay(client, rid)
+    seqs = [e.sequence_number for e in events]  # type: ignore[attr-defined]
+    assert seqs == list(range(len(seqs))), f"{rid}: {seqs}"
+    terminal = [e for e in events if getattr(e, "type", "") in ("response.completed", "response.failed", "response.incomplete", "response.cancelled")]
+    assert len(terminal) == 1 and terminal[0] is events[-1]
+    r = client.responses.retrieve(rid)
+    assert r.status in TERMINAL
+    if r.status == "completed":
+        assert r.output_text == deltas(events)
+    return r.status, events
+
+
+def wait_terminal(client: OpenAI, rid: str, timeout: float = 90) -> str:
+    """Follow the response's stream, reconnecting if a server is restarting, until it ends."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            replay(client, rid)
+            status = client.responses.retrieve(rid).status
+            if status in TERMINAL:
+                return status
+        except (openai.APIConnectionError, openai.InternalServerError):
+            time.sleep(0.2)  # the server is restarting; retry the connection
+    raise AssertionError(f"{rid} did not finish in {timeout}s")
+
+
+def test_crash_twice_loses_nothing(make_server: type[BgmodeServer]) -> None:
+    server = make_server(args=[*FAST_LEASES, "--workers", "4"]).start()
+    client = OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    ids: list[str] = []
+    # long runners (output begun when killed), short ones, and a backlog that waits queued
+    for i in range(4):
+        ids.append(client.responses.create(model="m", input=f"long {i}", background=True, metadata={"sim_output_tokens": "400", "sim_token_delay_ms": "10"}).id)
+    for i in range(12):
+        ids.append(client.responses.create(model="m", input=f"short {i}", background=True, metadata={"sim_output_tokens": "30", "sim_token_delay_ms": "5"}).id)
+
+    # a stream that will be cut by the crash and resumed on the restarted server
+    stream = client.responses.create(model="m", input="streamed", background=True, stream=True, metadata={"sim_output_tokens": "300", "sim_token_delay_ms": "10"})
+    seen = []
+    for ev in stream:
+        seen.append(ev)
+        if len(seen) >= 10:
+            break
+    streamed_id = seen[0].response.id  # type: ignore[union-attr]
+    ids.append(streamed_id)
+
+    server.kill()  # crash 1: long runners and the stream are mid-output
+    server.start()
+    for i in range(6):
+        ids.append(client.responses.create(model="m", input=f"after {i}", background=True, metadata={"sim_output_tokens": "200", "sim_token_delay_ms": "10"}).id)
+    # wait until one of the new ones is running, then crash again
+    with client.responses.retrieve(ids[-1], stream=True) as s:
+        for ev in s:
+            if ev.type == "response.in_progress":
+                break
+    server.kill()  # crash 2: while new responses are running or queued
+    server.start()
+
+    # the interrupted stream resumes from its cursor on the new server, consistently
+    rest = []
+    with client.responses.retrieve(streamed_id, stream=True, starting_after=seen[-1].sequence_number) as s:
+        rest = list(s)
+    assert rest and rest[0].sequence_number == seen[-1].sequence_number + 1
+    whole = seen + rest
+    assert [e.sequence_number for e in whole] == list(range(len(whole)))
+
+    statuses = {}
+    for rid in ids:
+        wait_terminal(client, rid)
+        statuses[rid], _ = check_log(client, rid)
+    assert statuses[streamed_id] in ("failed", "completed")
+    assert set(statuses.values()) <= {"completed", "failed"}
+    lost = [rid for rid, st in statuses.items() if st == "failed"]
+    for rid in lost:
+        r = client.responses.retrieve(rid)
+        assert r.error is not None and r.error.code == "server_error"
+        assert "lost" in r.error.message
+    assert list(statuses.values()).count("completed") >= 12  # the short ones and the queued backlog ran
+
+
+def test_sigterm_finishes_running_work_and_keeps_the_queue(make_server: type[BgmodeServer]) -> None:
+    server = make_server(args=["--workers", "1", "--grace-seconds", "30"]).start()
+    client = OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    stream = client.responses.create(model="m", input="finishing", background=True, stream=True, metadata={"sim_output_tokens": "60", "sim_token_delay_ms": "20"})
+    first = []
+    for ev in stream:
+        first.append(ev)
+        if ev.type == "response.output_text.delta":
+            break
+    running = first[0].response.id  # type: ignore[union-attr]
+    waiting = client.responses.create(model="m", input="waiting", background=True).id
+
+    assert server.terminate() in (0, -15)  # uvicorn re-raises SIGTERM after its graceful shutdown
+    rest = list(stream)  # the live stream got its events up to that point and closed cleanly
+    seqs = [e.sequence_number for e in first + rest]
+    assert seqs == list(range(len(seqs)))
+
+    server.start()
+    assert client.responses.retrieve(running).status == "completed"
+    assert wait_terminal(client, waiting) == "completed"  # handed back, then run after the restart
+    check_log(client, running)
+    check_log(client, waiting)
+
+
+def test_sigterm_after_grace_requeues_unstarted_and_fails_started(make_server: type[BgmodeServer]) -> None:
+    server = make_server(args=["--workers", "1", "--grace-seconds", "0.5"]).start()
+    client = OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    slow = {"sim_output_tokens": "5000", "sim_token_delay_ms": "20"}
+    stream = client.responses.create(model="m", input="too long", background=True, stream=True, metadata=slow)
+    started = ""
+    for ev in stream:
+        if ev.type == "response.created":
+            started = ev.response.id
+        if ev.type == "response.output_text.delta":
+            break
+    stream.close()
+    queued = client.responses.create(model="m", input="still queued", background=True).id
+
+    assert server.terminate() in (0, -15)
+    server.start()
+    # output had begun, so it cannot move to another worker: it ends failed, saying why
+    r = client.responses.retrieve(started)
+    assert r.status == "failed"
+    assert r.error is not None and r.error.code == "server_error" and "shut down" in r.error.message
+    check_log(client, started)
+    # the one that never started is run after the restart
+    assert wait_terminal(client, queued) == "completed"
