@@ -212,15 +212,7 @@ class Server:
 
     async def models(self, request: Request) -> Response:
         self.tenant(request)
-        models_fn = getattr(self.router, "models", None)
-        if models_fn is not None:
-            data = models_fn()
-        else:
-            data = [
-                {"id": name, "object": "model", "created": 0, "owned_by": r.kind}
-                for name, r in self.router.routes.items()
-            ]
-        return JSON({"object": "list", "data": data})
+        return JSON({"object": "list", "data": self.router.models()})
 
     async def healthz(self, request: Request) -> Response:
         return JSON({"status": "ok"})

@@ -107,19 +107,13 @@ def serve(**opts: Any) -> None:
             "or pass --insecure-no-auth if anyone who can reach this address may use it"
         )
     try:
-        from_config = getattr(Router, "from_config", None)
-        if from_config is not None:
-            router = from_config(
-                opts["config_path"],
-                opts["upstream_url"],
-                opts["upstream_api"],
-                opts["upstream_key_env"],
-                opts["upstream_model"],
-            )
-        elif opts["config_path"] or opts["upstream_url"]:
-            raise ValueError("upstream routing is not available in this build")
-        else:
-            router = Router.simulated()
+        router = Router.from_config(
+            opts["config_path"],
+            opts["upstream_url"],
+            opts["upstream_api"],
+            opts["upstream_key_env"],
+            opts["upstream_model"],
+        )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 

@@ -1,0 +1,404 @@
+"""Shared plumbing for HTTP upstreams (`chat` and `responses` backends).
+
+`HTTPBackend.stream` owns everything the two kinds have in common:
+
+- one pooled `httpx.AsyncClient` per backend, and a semaphore that caps how many responses
+  the backend runs at once (taken before connecting, so queued work never opens sockets);
+- retries with exponential backoff (honouring `Retry-After`) for an unreachable upstream, a
+  429/408/409/5xx status, or a stream that ends before its first token. Once a token has been
+  yielded nothing is retried: the response must not repeat text, so a break is a failure that
+  keeps the partial output;
+- the idle timeout: httpx's read timeout applies to every socket read, so an upstream that
+  stalls mid-stream raises instead of hanging;
+- redaction: the API key (and any credentials in the URL) never reaches an error message or a
+  log line, even when the upstream echoes it back.
+
+Subclasses say only how to build the upstream request body and how to turn its server-sent
+events into deltas (`build_body`, `parse`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from abc import abstractmethod
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import httpx
+import orjson
+
+from bgmode.backends.base import (
+    Backend,
+    BackendError,
+    BackendEvent,
+    ModelRequest,
+    ReasoningDelta,
+    TextDelta,
+    Usage,
+    estimate_tokens,
+)
+
+log = logging.getLogger("bgmode.upstream")
+
+#: statuses worth another attempt (the same set the official SDKs retry)
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+#: statuses that mean the client's request was bad, not the upstream (`invalid_prompt`)
+CLIENT_FAULT_STATUSES = frozenset({400, 413, 422})
+#: never wait longer than this between attempts, whatever `Retry-After` asks for
+MAX_RETRY_WAIT = 60.0
+#: how much of an upstream error body is read and quoted
+MAX_ERROR_BODY = 64 * 1024
+MAX_ERROR_MESSAGE = 500
+REDACTED = "[redacted]"
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    """Where an HTTP upstream is and how to treat it (one `[[route]]` of the config)."""
+
+    #: e.g. "http://127.0.0.1:11434/v1"; the backend appends "/chat/completions" or "/responses"
+    base_url: str
+    #: sent as `Authorization: Bearer …`; never shown (repr=False) nor stored
+    api_key: str | None = field(default=None, repr=False)
+    #: the model name sent upstream; None sends the name the client asked for
+    upstream_model: str | None = None
+    connect_timeout: float = 10.0
+    #: seconds without a byte from the upstream (before the first token, or mid-stream)
+    idle_timeout: float = 120.0
+    max_retries: int = 3
+    #: first backoff in seconds, doubling on each attempt
+    retry_backoff: float = 0.5
+    max_concurrency: int | None = None
+
+
+def public_url(url: str) -> str:
+    """`url` without user info, query or fragment: safe for errors and logs."""
+    try:
+        return str(httpx.URL(url).copy_with(username=None, password=None, query=None, fragment=None))
+    except httpx.InvalidURL:
+        return "<invalid url>"
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    """One server-sent event: its `event:` name (or "message") and its joined `data:` lines."""
+
+    event: str
+    data: str
+
+
+async def iter_sse(lines: AsyncIterator[str]) -> AsyncIterator[SSEEvent]:
+    """Decode server-sent events from text lines (comments and `id:`/`retry:` are ignored)."""
+    event = ""
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield SSEEvent(event or "message", "\n".join(data))
+            event, data = "", []
+            continue
+        if line.startswith(":"):
+            continue  # a comment: upstream keep-alives
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event = value
+    # An event without its closing blank line is incomplete and, per the SSE spec, dropped.
+
+
+def event_json(event: SSEEvent) -> Any:
+    """The event's data parsed as JSON (an `UpstreamFailure` if it is not JSON)."""
+    try:
+        return orjson.loads(event.data)
+    except orjson.JSONDecodeError:
+        raise UpstreamFailure(f"upstream sent an event that is not JSON: {event.data[:200]!r}") from None
+
+
+class UpstreamFailure(Exception):
+    """Raised by `parse`: the upstream stream went wrong (the base turns it into `BackendError`).
+
+    `retryable` failures are retried while no token has been yielded; `broke` marks the stream
+    ending early, which reads "upstream stream broke after N tokens" once output was streamed.
+    """
+
+    def __init__(
+        self, message: str, code: str = "server_error", *, retryable: bool = False, broke: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.retryable = retryable
+        self.broke = broke
+        self.retry_after: float | None = None
+
+
+@dataclass
+class Progress:
+    """What one attempt has streamed so far (to estimate usage and to word failures)."""
+
+    deltas: int = 0
+    text: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+
+    def estimated_usage(self, request: ModelRequest) -> Usage:
+        """A usage estimate, for upstreams that report none."""
+        prompt = sum(estimate_tokens(m.text) for m in request.messages)
+        prompt += estimate_tokens(request.instructions or "")
+        reasoning = estimate_tokens("".join(self.reasoning))
+        return Usage(
+            input_tokens=prompt,
+            output_tokens=estimate_tokens("".join(self.text)) + reasoning,
+            reasoning_tokens=reasoning,
+        )
+
+
+class HTTPBackend(Backend):
+    """An upstream model server spoken to over HTTP with server-sent events."""
+
+    #: the API kind named in the config ("chat", "responses")
+    kind: ClassVar[str]
+    #: appended to `base_url`
+    path: ClassVar[str]
+
+    def __init__(self, settings: UpstreamSettings) -> None:
+        self.settings = settings
+        self.max_concurrency = settings.max_concurrency
+        self._slots = asyncio.Semaphore(settings.max_concurrency) if settings.max_concurrency else None
+        self._client: httpx.AsyncClient | None = None
+        #: responses queued for a concurrency slot / talking to the upstream now
+        self.waiting = 0
+        self.running = 0
+        self.url = settings.base_url.rstrip("/") + self.path
+        #: the endpoint as errors and logs may show it
+        self.where = public_url(self.url)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.where!r})"
+
+    @abstractmethod
+    def build_body(self, request: ModelRequest) -> dict[str, Any]:
+        """The upstream request body for `request` (streaming)."""
+
+    @abstractmethod
+    def parse(
+        self, events: AsyncIterator[SSEEvent], request: ModelRequest, progress: Progress
+    ) -> AsyncIterator[BackendEvent]:
+        """Turn the upstream's events into deltas, ending with `Usage` then `Finish`.
+
+        Raises `UpstreamFailure` when the upstream reports an error or the stream ends early.
+        """
+
+    def model_for(self, request: ModelRequest) -> str:
+        """The model name to send upstream."""
+        return self.settings.upstream_model or request.model
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[BackendEvent]:
+        body = orjson.dumps(self.build_body(request))
+        async with AsyncExitStack() as stack:
+            if self._slots is not None:
+                self.waiting += 1
+                try:
+                    await stack.enter_async_context(self._slots)
+                finally:
+                    self.waiting -= 1
+            self.running += 1
+            stack.callback(self._done)
+            attempt = 0
+            while True:
+                progress = Progress()
+                try:
+                    async with self._http().stream("POST", self.url, content=body, headers=self._headers()) as response:
+                        if not response.is_success:
+                            raise await self._status_failure(response)
+                        if response.headers.get("content-type", "").startswith("application/json"):
+                            # A server that ignores `stream: true` (or reports an error with a 200).
+                            detail = error_message(await _read_capped(response))
+                            raise UpstreamFailure(
+                                f"upstream {self.where} answered with JSON, not an event stream: {detail}"
+                            )
+                        async for event in self.parse(iter_sse(response.aiter_lines()), request, progress):
+                            if isinstance(event, TextDelta):
+                                progress.deltas += 1
+                                progress.text.append(event.text)
+                            elif isinstance(event, ReasoningDelta):
+                                progress.deltas += 1
+                                progress.reasoning.append(event.text)
+                            yield event
+                    return
+                except UpstreamFailure as exc:
+                    failure = exc
+                except httpx.HTTPError as exc:
+                    failure = self._transport_failure(exc, progress)
+                message = failure.message
+                if failure.broke:
+                    message = f"upstream stream broke after {progress.deltas} tokens: {message}"
+                if progress.deltas:
+                    # Never retry after output was streamed: the text would be repeated.
+                    raise BackendError(self._redact(message), failure.code)
+                if not failure.retryable or attempt >= self.settings.max_retries:
+                    if attempt:
+                        message += f" (gave up after {attempt + 1} attempts)"
+                    raise BackendError(self._redact(message), failure.code)
+                delay = self._backoff(attempt, failure.retry_after)
+                attempt += 1
+                log.warning(
+                    "%s: %s; retry %d/%d in %.2fs",
+                    self.where,
+                    self._redact(message),
+                    attempt,
+                    self.settings.max_retries,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    def _done(self) -> None:
+        self.running -= 1
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _http(self) -> httpx.AsyncClient:
+        # Created on first use so the pool belongs to the server's event loop.
+        if self._client is None:
+            s = self.settings
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(connect=s.connect_timeout, read=s.idle_timeout, write=s.idle_timeout, pool=None),
+                limits=httpx.Limits(max_connections=s.max_concurrency, max_keepalive_connections=20),
+            )
+        return self._client
+
+    def _headers(self) -> dict[str, str]:
+        headers = {
+            "content-type": "application/json",
+            "accept": "text/event-stream",
+            "user-agent": "bgmode",
+        }
+        if self.settings.api_key:
+            headers["authorization"] = f"Bearer {self.settings.api_key}"
+        return headers
+
+    def _redact(self, text: str) -> str:
+        key = self.settings.api_key
+        if key:
+            text = text.replace(key, REDACTED)
+        return text
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), MAX_RETRY_WAIT)
+        # Jitter so that many responses failing together do not retry in lockstep.
+        delay = self.settings.retry_backoff * (2.0**attempt) * (0.5 + random.random() / 2)
+        return min(delay, MAX_RETRY_WAIT)
+
+    async def _status_failure(self, response: httpx.Response) -> UpstreamFailure:
+        status = response.status_code
+        detail = error_message(await _read_capped(response))
+        message = f"upstream {self.where} returned HTTP {status} {response.reason_phrase}".rstrip()
+        if detail:
+            message += f": {detail}"
+        failure = UpstreamFailure(
+            message,
+            "invalid_prompt" if status in CLIENT_FAULT_STATUSES else "server_error",
+            retryable=status in RETRYABLE_STATUSES or status >= 500,
+        )
+        failure.retry_after = retry_after(response.headers)
+        return failure
+
+    def _transport_failure(self, exc: httpx.HTTPError, progress: Progress) -> UpstreamFailure:
+        s = self.settings
+        if isinstance(exc, httpx.ConnectTimeout):
+            return UpstreamFailure(
+                f"upstream {self.where} unreachable: no connection within {s.connect_timeout:g}s",
+                retryable=True,
+            )
+        if isinstance(exc, httpx.ConnectError):
+            return UpstreamFailure(f"upstream {self.where} unreachable: {_describe(exc)}", retryable=True)
+        if isinstance(exc, httpx.ReadTimeout):
+            if progress.deltas:
+                return UpstreamFailure(
+                    f"upstream stream stalled: no data for {s.idle_timeout:g}s "
+                    f"after {progress.deltas} tokens (idle timeout)"
+                )
+            return UpstreamFailure(
+                f"upstream {self.where} sent no data for {s.idle_timeout:g}s (idle timeout)", retryable=True
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return UpstreamFailure(f"upstream {self.where} timed out: {_describe(exc)}", retryable=True)
+        if isinstance(exc, httpx.TransportError):
+            return UpstreamFailure(_describe(exc), retryable=True, broke=True)
+        return UpstreamFailure(f"upstream {self.where} failed: {_describe(exc)}")
+
+
+def _describe(exc: BaseException) -> str:
+    # httpx messages name the problem, never the request headers.
+    return str(exc) or type(exc).__name__
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.aiter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= MAX_ERROR_BODY:
+                break
+    except httpx.HTTPError:
+        pass  # the status alone is enough to report
+    return b"".join(chunks)[:MAX_ERROR_BODY]
+
+
+def error_message(body: bytes) -> str:
+    """The human message in an upstream error body (OpenAI, Ollama, FastAPI shapes, or text)."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        data: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    found: Any = None
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict):
+            found = err.get("message")
+        elif isinstance(err, str):
+            found = err  # Ollama: {"error": "model 'x' not found"}
+        if found is None:
+            found = data.get("message") or data.get("detail")
+    message = found if isinstance(found, str) else text
+    message = " ".join(message.split())
+    if len(message) > MAX_ERROR_MESSAGE:
+        message = message[:MAX_ERROR_MESSAGE] + "…"
+    return message
+
+
+def retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait as the upstream asks (`retry-after-ms`, `retry-after` seconds or date)."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return float(raw_ms) / 1000
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

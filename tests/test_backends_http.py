@@ -1,0 +1,57 @@
+"""The shared HTTP helpers: SSE decoding, upstream error bodies, Retry-After, URL redaction."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from bgmode.backends.http import SSEEvent, error_message, iter_sse, public_url, retry_after
+
+
+async def lines(*items: str) -> AsyncIterator[str]:
+    for item in items:
+        yield item
+
+
+async def test_iter_sse_joins_data_lines_and_skips_comments() -> None:
+    source = lines(": keep-alive", "", "event: a", "data: {", "data: 1}", "", "data:[DONE]", "", "data: cut")
+    events = [e async for e in iter_sse(source)]
+    assert events == [SSEEvent("a", "{\n1}"), SSEEvent("message", "[DONE]")]  # the cut event is dropped
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"error": {"message": "bad max_tokens", "type": "invalid_request_error"}}', "bad max_tokens"),
+        (b'{"error": "model \\"x\\" not found, try pulling it first"}', 'model "x" not found, try pulling it first'),
+        (b'{"detail": "Not Found"}', "Not Found"),
+        (b'{"object": "error", "message": "vllm says no"}', "vllm says no"),
+        (b"<html>\n  Bad   Gateway\n</html>", "<html> Bad Gateway </html>"),
+        (b"", ""),
+    ],
+)
+def test_error_message_understands_common_shapes(body: bytes, message: str) -> None:
+    assert error_message(body) == message
+
+
+def test_error_message_is_capped() -> None:
+    assert len(error_message(b"x" * 10_000)) <= 501
+
+
+def test_retry_after_forms() -> None:
+    assert retry_after(httpx.Headers({"retry-after": "3"})) == 3.0
+    assert retry_after(httpx.Headers({"retry-after-ms": "250", "retry-after": "9"})) == 0.25
+    assert retry_after(httpx.Headers({})) is None
+    assert retry_after(httpx.Headers({"retry-after": "soon"})) is None
+    date = email.utils.formatdate(time.time() + 30, usegmt=True)
+    waited = retry_after(httpx.Headers({"retry-after": date}))
+    assert waited is not None and 0 < waited <= 31
+
+
+def test_public_url_drops_credentials_and_query() -> None:
+    assert public_url("https://user:pw@host:8443/v1?api-key=pw#x") == "https://host:8443/v1"
+    assert public_url("http://127.0.0.1:11434/v1") == "http://127.0.0.1:11434/v1"

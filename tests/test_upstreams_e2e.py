@@ -1,0 +1,148 @@
+"""`bgmode serve` in front of the fake upstream, driven by the official openai SDK."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from openai import OpenAI
+
+from tests.fake_upstream import FakeUpstream
+from tests.serving import BgmodeServer
+
+KEY = "sk-test-E2E-Upstream-Secret-4242"
+TERMINAL = ("response.completed", "response.failed", "response.incomplete")
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as f:
+        yield f
+
+
+def config(tmp_path: Path, fake: FakeUpstream, api: str = "chat", star: bool = False) -> str:
+    """A config routing "local" (and maybe "*") to the fake, with quick retries."""
+    path = tmp_path / "routes.toml"
+    names = '"local", "*"' if star else '"local"'
+    path.write_text(
+        f'[[route]]\nmodels = [{names}]\napi = "{api}"\nbase_url = "{fake.base_url}"\n'
+        'api_key_env = "UP_KEY"\nmax_retries = 1\nretry_backoff = 0.01\nidle_timeout = 5\n'
+    )
+    return str(path)
+
+
+def serve(make_server: type[BgmodeServer], *args: str) -> OpenAI:
+    server = make_server(args=list(args), env={"UP_KEY": KEY}).start()
+    return OpenAI(base_url=server.base_url, api_key="test-key", max_retries=0)
+
+
+def run_to_end(client: OpenAI, model: str, **kw: Any) -> tuple[list[Any], Any]:
+    """Create a background+stream response, read its events to the terminal one, then GET it."""
+    events = []
+    with client.responses.create(model=model, input="Say hello", background=True, stream=True, **kw) as stream:
+        for ev in stream:
+            events.append(ev)
+            if ev.type in TERMINAL:
+                break
+    return events, client.responses.retrieve(events[0].response.id)
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_a_routed_model_completes(
+    make_server: type[BgmodeServer], fake: FakeUpstream, tmp_path: Path, api: str
+) -> None:
+    fake.plan(reasoning=["Thinking."] if api == "chat" else [], text=["Hello", " there"])
+    client = serve(make_server, "--config", config(tmp_path, fake, api))
+    events, final = run_to_end(client, "local", instructions="Be brief.")
+    assert final.status == "completed"
+    assert final.output_text == "Hello there"
+    assert final.usage is not None and final.usage.input_tokens == 11 and final.usage.output_tokens == 7
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert "".join(deltas) == "Hello there"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    [sent] = fake.requests
+    assert sent.headers["authorization"] == f"Bearer {KEY}"
+    assert sent.body["model"] == "local"
+    if api == "chat":
+        assert any(item.type == "reasoning" for item in final.output)
+        assert sent.body["messages"][0] == {"role": "system", "content": "Be brief."}
+    else:
+        assert sent.body["store"] is False and sent.body["instructions"] == "Be brief."
+
+
+def test_models_lists_the_routes_and_unrouted_names_are_404(
+    make_server: type[BgmodeServer], fake: FakeUpstream, tmp_path: Path
+) -> None:
+    client = serve(make_server, "--config", config(tmp_path, fake))
+    assert [m.id for m in client.models.list()] == ["local"]
+    with pytest.raises(openai.NotFoundError) as err:
+        client.responses.create(model="elsewhere", input="hi", background=True)
+    assert err.value.code == "model_not_found"
+    assert fake.requests == []
+
+
+def test_star_routes_every_name_through_the_flags(make_server: type[BgmodeServer], fake: FakeUpstream) -> None:
+    client = serve(make_server, "--upstream-url", fake.base_url, "--upstream-api", "chat")
+    _, final = run_to_end(client, "any-model-at-all")
+    assert final.status == "completed" and final.output_text == "Hello, world!"
+    assert fake.bodies()[0]["model"] == "any-model-at-all"
+
+
+def test_upstream_500_fails_naming_the_status(
+    make_server: type[BgmodeServer], fake: FakeUpstream, tmp_path: Path
+) -> None:
+    fake.plan(status=500, error_message="the GPU caught fire")
+    client = serve(make_server, "--config", config(tmp_path, fake))
+    events, final = run_to_end(client, "local")
+    assert events[-1].type == "response.failed"
+    assert final.status == "failed"
+    assert final.error is not None and final.error.code == "server_error"
+    assert "HTTP 500" in final.error.message and "the GPU caught fire" in final.error.message
+    assert len(fake.requests) == 2  # max_retries = 1
+
+
+def test_break_mid_stream_fails_keeping_the_partial_output(
+    make_server: type[BgmodeServer], fake: FakeUpstream, tmp_path: Path
+) -> None:
+    fake.plan(text=["One", " two", " three", " four"], break_after=2)
+    client = serve(make_server, "--config", config(tmp_path, fake))
+    _, final = run_to_end(client, "local")
+    assert final.status == "failed"
+    assert final.error is not None and "broke after 2 tokens" in final.error.message
+    assert final.output_text == "One two"
+
+
+def test_cancel_aborts_the_upstream_request(
+    make_server: type[BgmodeServer], fake: FakeUpstream, tmp_path: Path
+) -> None:
+    fake.plan(stall_after=1)
+    client = serve(make_server, "--config", config(tmp_path, fake))
+    response_id = ""
+    with client.responses.create(model="local", input="hi", background=True, stream=True) as stream:
+        for ev in stream:
+            if ev.type == "response.created":
+                response_id = ev.response.id
+            if ev.type == "response.output_text.delta":
+                break  # the first token arrived; the upstream now stalls
+    assert not fake.disconnected.is_set()
+    cancelled = client.responses.cancel(response_id)
+    assert cancelled.status == "cancelled"
+    assert fake.disconnected.wait(30)  # the upstream saw the disconnect
+
+
+def test_the_upstream_key_never_reaches_the_client(
+    make_server: type[BgmodeServer], fake: FakeUpstream, tmp_path: Path
+) -> None:
+    fake.plan(status=500, echo_auth=True)  # retried once: the retry is logged too
+    server = make_server(args=["--config", config(tmp_path, fake)], env={"UP_KEY": KEY}).start()
+    client = OpenAI(base_url=server.base_url, api_key="test-key", max_retries=0)
+    events, final = run_to_end(client, "local")
+    assert final.status == "failed" and final.error is not None
+    assert "[redacted]" in final.error.message
+    assert KEY not in final.model_dump_json()
+    assert all(KEY not in e.model_dump_json() for e in events)
+    assert "retry 1/1" in server.log()
+    assert KEY not in server.log()
