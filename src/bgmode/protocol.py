@@ -9,7 +9,7 @@ working.
 
 from __future__ import annotations
 
-import secrets
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +25,28 @@ METADATA_MAX_KEY = 64
 METADATA_MAX_VALUE = 512
 
 
+_random = bytearray()
+
+
 def new_id(prefix: str) -> str:
-    """`resp_`, `msg_`, `rs_` + 50 hex digits, as OpenAI's current ids."""
-    return f"{prefix}_{secrets.token_hex(25)}"
+    """`resp_`, `msg_`, `rs_` + 50 hex digits, as OpenAI's current ids.
+
+    Unguessable (the OS's CSPRNG), read 4 KiB at a time: one system call per 160 ids
+    instead of one per id, on the create hot path.
+    """
+    global _random
+    if len(_random) < 25:
+        _random = bytearray(os.urandom(4000))
+    chunk = _random[-25:]
+    del _random[-25:]
+    return f"{prefix}_{chunk.hex()}"
+
+
+def _forget_random() -> None:
+    _random.clear()  # a forked child must never reuse its parent's bytes
+
+
+os.register_at_fork(after_in_child=_forget_random)
 
 
 _TYPE_NAMES = {str: "a string", bool: "a boolean", int: "an integer", dict: "an object", list: "an array"}
