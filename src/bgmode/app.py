@@ -165,7 +165,10 @@ class Server:
         created = await self.service.create(body, tenant, request.headers.get("idempotency-key"))
         if created.stream is not None:
             return EventStream(created.stream)
-        return JSON(created.record.body)
+        rec = created.record
+        if rec.body_json is not None:
+            return Response(rec.body_json, media_type="application/json")
+        return JSON(rec.body)
 
     async def retrieve(self, request: Request) -> Response:
         tenant = self.tenant(request)

@@ -63,9 +63,18 @@ class ResponseBuilder:
         self.seq += 1
         return ev
 
-    def lifecycle(self, type_: str) -> StoredEvent:
-        """`response.created` / `.queued` / `.in_progress`, carrying the whole Response."""
-        return self.event(type_, {"response": self.body})
+    def lifecycle(self, type_: str, body_json: bytes | None = None) -> StoredEvent:
+        """`response.created` / `.queued` / `.in_progress`, carrying the whole Response.
+
+        With `body_json` (the Response already serialised) the event is assembled from it
+        rather than serialising the Response again.
+        """
+        if body_json is None:
+            return self.event(type_, {"response": self.body})
+        data = b'{"type":"%s","response":%s,"sequence_number":%d}' % (type_.encode(), body_json, self.seq)
+        ev = StoredEvent(self.seq, type_, data)
+        self.seq += 1
+        return ev
 
     def set_status(self, status: str) -> None:
         self.body["status"] = status

@@ -52,6 +52,9 @@ class ResponseRecord:
     attempts: int = 0
     #: the event log was deleted by retention (streaming it is a 400)
     events_purged: bool = False
+    #: `body` already serialised (set on create, so the JSON is built once for the row,
+    #: the first events and the reply)
+    body_json: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from bgmode.backends.base import BackendError, Finish, Message, ModelRequest, estimate_tokens
 from bgmode.errors import InvalidRequest, NotFound, RateLimited, ResponseNotFound
 from bgmode.events import ResponseBuilder
@@ -73,14 +75,16 @@ class Service:
             "reasoning_effort": (req.reasoning or {}).get("effort"),
             "verbosity": req.text.get("verbosity"),
             "metadata": req.metadata,
-            "body": req.raw,
+            # what pass-through backends may forward; the input is already in `context`
+            "body": {k: v for k, v in req.raw.items() if k not in _NOT_FORWARDED},
         }
         if not req.background:
             return await self._create_sync(req, response_id, int(now), tenant, request)
 
         await self._check_queue_limits(tenant)
         builder = ResponseBuilder(response_object(req, response_id, int(now), Status.QUEUED.value), 0)
-        events = [builder.lifecycle("response.created"), builder.lifecycle("response.queued")]
+        body_json = orjson.dumps(builder.body)
+        events = [builder.lifecycle("response.created", body_json), builder.lifecycle("response.queued", body_json)]
         record = ResponseRecord(
             id=response_id,
             tenant=tenant,
@@ -90,6 +94,7 @@ class Service:
             input_items=req.input_items,
             request=request,
             created_at=now,
+            body_json=body_json,
         )
         record = await self.store.create(record, events, idempotency_key)
         self.hub.wake_workers()
@@ -344,6 +349,7 @@ class Service:
         return {"id": rec.id, "object": "response", "deleted": True}
 
 
+_NOT_FORWARDED = frozenset({"input", "instructions", "metadata", "model", "previous_response_id"})
 _TERMINAL_TYPES = frozenset({"response.completed", "response.incomplete", "response.failed", "response.cancelled"})
 
 __all__ = ["Created", "Limits", "Message", "Service"]

@@ -206,7 +206,7 @@ class SQLiteStore(Store):
     async def create(
         self, record: ResponseRecord, events: list[StoredEvent], idempotency_key: str | None = None
     ) -> ResponseRecord:
-        body = orjson.dumps(record.body)
+        body = record.body_json or orjson.dumps(record.body)
         items = orjson.dumps(record.input_items)
         req = orjson.dumps(record.request)
         last_seq = events[-1].seq if events else -1

@@ -1,0 +1,684 @@
+"""PostgreSQL store: many API and worker processes on one database.
+
+The same tables, columns and semantics as the SQLite store (see `store/base.py` for the
+contract), with what a shared server needs:
+
+- **Claiming** takes the oldest queued rows with `FOR UPDATE SKIP LOCKED`, so concurrent
+  workers never claim the same response and never wait on each other.
+- **Writing** is set-based: one transaction per `write()` call locks all its rows in id
+  order (`SELECT ... FOR UPDATE`), decides each write's fate in Python (fence, cancel rule,
+  duplicate sequence numbers), then inserts every accepted event in one `unnest` insert and
+  updates every touched row in one statement: five round trips per batch, however large.
+  A write refused for any reason leaves the others of its batch intact.
+- **Wake-ups** go through LISTEN/NOTIFY on a dedicated connection: `bgmode_work` when
+  work is queued (create, release), `bgmode_events` with payload `<response_id>:<last_seq>`
+  when a response gained events or finished. Notifications are sent inside the
+  transaction, so they arrive only after the commit. They only make waiting short: every
+  wait is bounded and callers re-read the store (notify for latency, poll for correctness).
+
+Times are Python `time.time()` floats in DOUBLE PRECISION columns, as in the SQLite
+store, so both behave the same. JSON columns hold the exact orjson bytes (BYTEA).
+Isolation: everything lives in the connection's `search_path`; a `?search_path=NAME` URL
+parameter is passed to the server, and the schema is created if missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+import orjson
+from asyncpg.pool import PoolConnectionProxy
+
+from bgmode.records import TERMINAL_VALUES, ResponseRecord, Status, StoredEvent
+from bgmode.store.base import Store, Write, WriteResult
+
+log = logging.getLogger("bgmode.store.postgres")
+
+T = TypeVar("T")
+_Conn: TypeAlias = "asyncpg.Connection | PoolConnectionProxy"
+
+SCHEMA_VERSION = 1
+WORK_CHANNEL = "bgmode_work"
+EVENTS_CHANNEL = "bgmode_events"
+#: serialises schema creation between processes starting at once
+_SCHEMA_LOCK = 0x62676D6F6465  # "bgmode"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS bgmode_schema (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    status TEXT NOT NULL,
+    background BOOLEAN NOT NULL,
+    body BYTEA NOT NULL,
+    input_items BYTEA NOT NULL,
+    request BYTEA NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    last_seq BIGINT NOT NULL DEFAULT -1,
+    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+    lease_owner TEXT,
+    lease_expires DOUBLE PRECISION,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    events_purged BOOLEAN NOT NULL DEFAULT FALSE,
+    idempotency_key TEXT
+);
+CREATE INDEX IF NOT EXISTS responses_queued ON responses (created_at) WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS responses_leased ON responses (lease_owner) WHERE lease_owner IS NOT NULL;
+CREATE INDEX IF NOT EXISTS responses_updated ON responses (updated_at);
+CREATE UNIQUE INDEX IF NOT EXISTS responses_idem ON responses (tenant, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS events (
+    response_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    type TEXT NOT NULL,
+    data BYTEA NOT NULL,
+    PRIMARY KEY (response_id, seq)
+);
+"""
+
+_COLUMNS = (
+    "id, tenant, status, background, body, input_items, request, created_at, last_seq, "
+    "cancel_requested, lease_owner, lease_expires, attempts, events_purged"
+)
+
+_INSERT_EVENTS = (
+    "INSERT INTO events (response_id, seq, type, data)"
+    " SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[])"
+)
+
+# one statement updates every row a write() touched, and notifies followers of those that
+# gained events or finished (delivered at commit)
+_APPLY_WRITES = f"""
+WITH u AS (
+    UPDATE responses r SET
+        status = COALESCE(w.finish, r.status),
+        body = COALESCE(w.body, r.body),
+        last_seq = COALESCE(w.last_seq, r.last_seq),
+        lease_owner = CASE WHEN w.finish IS NULL THEN r.lease_owner END,
+        lease_expires = CASE WHEN w.finish IS NULL THEN r.lease_expires END,
+        updated_at = $6
+    FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bigint[], $5::boolean[])
+        AS w(id, finish, body, last_seq, notify)
+    WHERE r.id = w.id
+    RETURNING r.id, r.last_seq, w.notify
+)
+SELECT pg_notify('{EVENTS_CHANNEL}', id || ':' || last_seq) FROM u WHERE notify
+"""
+
+#: retried whole (the transaction was rolled back, nothing was applied)
+_RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+#: how many event-log positions the listener remembers (see `wait_for_events`)
+_NOTIFIED_CAP = 10_000
+
+
+def _prefixed(alias: str) -> str:
+    return ", ".join(f"{alias}.{c.strip()}" for c in _COLUMNS.split(","))
+
+
+def _record(row: asyncpg.Record) -> ResponseRecord:
+    return ResponseRecord(
+        id=row[0],
+        tenant=row[1],
+        status=row[2],
+        background=row[3],
+        body=orjson.loads(row[4]),
+        input_items=orjson.loads(row[5]),
+        request=orjson.loads(row[6]),
+        created_at=row[7],
+        last_seq=row[8],
+        cancel_requested=row[9],
+        lease_owner=row[10],
+        lease_expires=row[11],
+        attempts=row[12],
+        events_purged=row[13],
+    )
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class _Rejected(Exception):
+    """A write's events collided with stored ones (slow path only)."""
+
+
+class PostgresStore(Store):
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        self.url = url
+        self.min_size = min_size
+        self.max_size = max_size
+        query = parse_qs(urlsplit(url).query)
+        self._schema = query["search_path"][-1].split(",")[0].strip() if "search_path" in query else None
+        self._server_settings = {} if "application_name" in query else {"application_name": "bgmode"}
+        self._pool: asyncpg.Pool | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._listening = False
+        self._closing = asyncio.Event()
+        self._event_waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._work_waiters: set[asyncio.Future[None]] = set()
+        #: the highest sequence number notified per response (recent ones only)
+        self._notified: OrderedDict[str, int] = OrderedDict()
+        self._work_noticed = 0.0
+        self._claim_started = 0.0
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the PostgreSQL store is not open")
+        return self._pool
+
+    @property
+    def listening(self) -> bool:
+        """Whether notifications are being received (else waits fall back to short polls)."""
+        return self._listening
+
+    async def _connect(self, role: str = "") -> asyncpg.Connection:
+        settings = self._server_settings
+        if role and "application_name" in settings:
+            settings = {**settings, "application_name": f"{settings['application_name']}-{role}"}
+        return await asyncpg.connect(self.url, server_settings=settings, timeout=30)
+
+    async def open(self) -> None:
+        conn = await self._connect()
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
+                if (
+                    self._schema
+                    and await conn.fetchval("SELECT to_regnamespace($1)", _quote_ident(self._schema)) is None
+                ):
+                    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_ident(self._schema)}")
+                await conn.execute(SCHEMA)
+                version = await conn.fetchval("SELECT max(version) FROM bgmode_schema")
+                if version is None:
+                    await conn.execute("INSERT INTO bgmode_schema (version) VALUES ($1)", SCHEMA_VERSION)
+                elif version > SCHEMA_VERSION:
+                    raise RuntimeError(
+                        f"the database has bgmode schema version {version}; this bgmode knows {SCHEMA_VERSION}: upgrade it"
+                    )
+        finally:
+            await conn.close()
+        self._closing.clear()
+        self._pool = await asyncpg.create_pool(
+            self.url,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            server_settings=self._server_settings,
+            timeout=30,
+        )
+        listen_conn = await self._listen_connect()
+        self._listener = asyncio.create_task(self._listen_loop(listen_conn), name="bgmode-pg-listen")
+
+    async def close(self) -> None:
+        self._closing.set()
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), 10)
+            except TimeoutError:
+                pool.terminate()
+        self._wake_all()
+
+    async def _listen_connect(self) -> asyncpg.Connection:
+        conn = await self._connect("listen")
+        await conn.add_listener(WORK_CHANNEL, self._on_work)
+        await conn.add_listener(EVENTS_CHANNEL, self._on_events)
+        self._listening = True
+        return conn
+
+    async def _listen_loop(self, conn: asyncpg.Connection | None) -> None:
+        """Keep the LISTEN connection alive; reconnect (and wake every waiter) when it drops."""
+        try:
+            while not self._closing.is_set():
+                if conn is None:
+                    try:
+                        conn = await self._listen_connect()
+                    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                        log.warning("LISTEN connection failed (%s); retrying", exc)
+                        await asyncio.sleep(1.0)
+                        continue
+                    self._wake_all()  # notifications may have been missed meanwhile
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                while not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), 30)
+                        break
+                    try:  # a silent network loss shows up here
+                        await conn.fetchval("SELECT 1", timeout=10)
+                    except Exception:
+                        break
+                self._listening = False
+                with contextlib.suppress(Exception):
+                    conn.terminate()
+                conn = None
+                self._wake_all()
+        finally:
+            self._listening = False
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.close(), 5)
+
+    def _on_work(self, _conn: object, _pid: int, _channel: str, _payload: object) -> None:
+        self._work_noticed = time.monotonic()
+        waiters, self._work_waiters = self._work_waiters, set()
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def _on_events(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        rid, _, seq = str(payload).rpartition(":")
+        try:
+            last = int(seq)
+        except ValueError:
+            rid, last = str(payload), -1
+        if last > self._notified.get(rid, -1):
+            self._notified[rid] = last
+        self._notified.move_to_end(rid)
+        while len(self._notified) > _NOTIFIED_CAP:
+            self._notified.popitem(last=False)
+        for fut in self._event_waiters.pop(rid, ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    def _wake_all(self) -> None:
+        waiters = [f for fs in self._event_waiters.values() for f in fs] + list(self._work_waiters)
+        self._event_waiters.clear()
+        self._work_waiters = set()
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _tx(self, fn: Callable[[_Conn], Awaitable[T]]) -> T:
+        """Run `fn` in a transaction; retried when PostgreSQL rolled it back (deadlock, serialization)."""
+        for attempt in range(5):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    return await fn(conn)
+            except _RETRYABLE:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    # -- the contract ---------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self.pool.fetchval("SELECT 1", timeout=5)
+
+    async def create(
+        self, record: ResponseRecord, events: list[StoredEvent], idempotency_key: str | None = None
+    ) -> ResponseRecord:
+        body = orjson.dumps(record.body)
+        items = orjson.dumps(record.input_items)
+        req = orjson.dumps(record.request)
+        last_seq = events[-1].seq if events else -1
+
+        async def run(c: _Conn) -> ResponseRecord | None:
+            inserted = await c.fetchval(
+                "INSERT INTO responses (id, tenant, status, background, body, input_items, request, created_at,"
+                " updated_at, last_seq, lease_owner, lease_expires, attempts, idempotency_key)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+                " ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+                " RETURNING id",
+                record.id,
+                record.tenant,
+                record.status,
+                record.background,
+                body,
+                items,
+                req,
+                record.created_at,
+                time.time(),
+                last_seq,
+                record.lease_owner,
+                record.lease_expires,
+                record.attempts,
+                idempotency_key,
+            )
+            if inserted is None:  # the key was used: the stored response wins
+                row = await c.fetchrow(
+                    f"SELECT {_COLUMNS} FROM responses WHERE tenant = $1 AND idempotency_key = $2",
+                    record.tenant,
+                    idempotency_key,
+                )
+                assert row is not None
+                return _record(row)
+            if events:
+                await c.execute(
+                    _INSERT_EVENTS,
+                    [record.id] * len(events),
+                    [e.seq for e in events],
+                    [e.type for e in events],
+                    [e.data for e in events],
+                )
+            if record.status == Status.QUEUED:
+                await c.execute(f"NOTIFY {WORK_CHANNEL}")
+            return None
+
+        existing = await self._tx(run)
+        if existing is not None:
+            return existing
+        record.last_seq = last_seq
+        return record
+
+    async def get(self, response_id: str) -> ResponseRecord | None:
+        row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM responses WHERE id = $1", response_id)
+        return None if row is None else _record(row)
+
+    async def delete(self, response_id: str) -> bool:
+        async def run(c: _Conn) -> bool:
+            n = await c.fetchval(
+                "WITH d AS (DELETE FROM responses WHERE id = $1 RETURNING 1) SELECT count(*) FROM d", response_id
+            )
+            await c.execute("DELETE FROM events WHERE response_id = $1", response_id)
+            return bool(n)
+
+        return await self._tx(run)
+
+    async def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[ResponseRecord]:
+        self._claim_started = time.monotonic()
+        now = time.time()
+
+        async def run(c: _Conn) -> list[asyncpg.Record]:
+            return await c.fetch(
+                # MATERIALIZED: the planner may not rerun a LIMIT ... SKIP LOCKED subquery per row
+                "WITH picked AS MATERIALIZED (SELECT id FROM responses WHERE status = 'queued'"
+                " ORDER BY created_at LIMIT $4 FOR UPDATE SKIP LOCKED)"
+                " UPDATE responses r SET status = 'in_progress', lease_owner = $1, lease_expires = $2,"
+                " attempts = r.attempts + 1, updated_at = $3"
+                " FROM picked WHERE r.id = picked.id"
+                f" RETURNING {_prefixed('r')}",
+                worker_id,
+                now + lease_seconds,
+                now,
+                limit,
+            )
+
+        rows = await self._tx(run)
+        return sorted((_record(r) for r in rows), key=lambda r: r.created_at)
+
+    async def heartbeat(self, worker_id: str, lease_seconds: float) -> list[str]:
+        async def run(c: _Conn) -> list[asyncpg.Record]:
+            # rows locked in id order, like write(): the two never deadlock
+            return await c.fetch(
+                "WITH mine AS MATERIALIZED (SELECT id FROM responses WHERE lease_owner = $2"
+                " AND status = 'in_progress' ORDER BY id FOR UPDATE)"
+                " UPDATE responses r SET lease_expires = $1 FROM mine WHERE r.id = mine.id"
+                " RETURNING r.id, r.cancel_requested",
+                time.time() + lease_seconds,
+                worker_id,
+            )
+
+        rows = await self._tx(run)
+        return sorted(r[0] for r in rows if r[1])
+
+    async def write(self, worker_id: str, writes: list[Write]) -> list[WriteResult]:
+        if not writes:
+            return []
+        bodies = [None if w.body is None else orjson.dumps(w.body) for w in writes]
+        try:
+            return await self._tx(lambda c: self._write(c, worker_id, writes, bodies, careful=False))
+        except asyncpg.UniqueViolationError:
+            # events beyond a response's last_seq were already stored (not by this store's
+            # writes): redo the batch with one savepoint per write, to find the culprits
+            log.warning("event insert collided; retrying %d writes one by one", len(writes))
+            return await self._tx(lambda c: self._write(c, worker_id, writes, bodies, careful=True))
+
+    async def _write(
+        self,
+        c: _Conn,
+        worker_id: str,
+        writes: list[Write],
+        bodies: list[bytes | None],
+        careful: bool,
+    ) -> list[WriteResult]:
+        rows = await c.fetch(
+            "SELECT id, lease_owner, status, cancel_requested, last_seq FROM responses"
+            " WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
+            list({w.response_id for w in writes}),
+        )
+        # the rows as they will be after each accepted write, to judge the next ones in order
+        state: dict[str, list[Any]] = {r[0]: [r[1], r[2], r[3], r[4]] for r in rows}
+        results: list[WriteResult] = []
+        ev_ids: list[str] = []
+        ev_seqs: list[int] = []
+        ev_types: list[str] = []
+        ev_data: list[bytes] = []
+        # per response: [finish, body, last_seq, notify], merged over its accepted writes
+        changes: dict[str, list[Any]] = {}
+        for w, body in zip(writes, bodies, strict=True):
+            st = state.get(w.response_id)
+            if st is None or st[0] != worker_id or st[1] != Status.IN_PROGRESS:
+                results.append(WriteResult.FENCED)
+                continue
+            if w.finish is not None and st[2] and not w.force and w.finish != Status.CANCELLED:
+                results.append(WriteResult.CANCEL_REQUESTED)
+                continue
+            seqs = [e.seq for e in w.events]
+            if seqs and (seqs[0] <= st[3] or any(b <= a for a, b in zip(seqs, seqs[1:], strict=False))):
+                # a second writer, or a replayed batch: the log already has these positions
+                log.warning("write to %s refused: sequence numbers %d.. are already stored", w.response_id, seqs[0])
+                results.append(WriteResult.FENCED)
+                continue
+            if careful and seqs:
+                try:
+                    async with c.transaction():
+                        await c.execute(
+                            _INSERT_EVENTS,
+                            [w.response_id] * len(seqs),
+                            seqs,
+                            [e.type for e in w.events],
+                            [e.data for e in w.events],
+                        )
+                except asyncpg.UniqueViolationError:
+                    results.append(WriteResult.FENCED)
+                    continue
+            elif seqs:
+                ev_ids.extend([w.response_id] * len(seqs))
+                ev_seqs.extend(seqs)
+                ev_types.extend(e.type for e in w.events)
+                ev_data.extend(e.data for e in w.events)
+            ch = changes.setdefault(w.response_id, [None, None, None, False])
+            if seqs:
+                st[3] = ch[2] = seqs[-1]
+                ch[3] = True
+            if body is not None:
+                ch[1] = body
+            if w.finish is not None:
+                st[0], st[1] = None, w.finish
+                ch[0] = w.finish
+                ch[3] = True
+            results.append(WriteResult.OK)
+        if ev_ids:
+            await c.execute(_INSERT_EVENTS, ev_ids, ev_seqs, ev_types, ev_data)
+        if changes:
+            ids = list(changes)
+            await c.execute(
+                _APPLY_WRITES,
+                ids,
+                [changes[i][0] for i in ids],
+                [changes[i][1] for i in ids],
+                [changes[i][2] for i in ids],
+                [changes[i][3] for i in ids],
+                time.time(),
+            )
+        return results
+
+    async def cancel_queued(self, response_id: str, body: dict[str, Any], events: list[StoredEvent]) -> bool:
+        data = orjson.dumps(body)
+        first = events[0].seq if events else 0
+        last = events[-1].seq if events else -1
+
+        async def run(c: _Conn) -> bool:
+            n = await c.fetchval(
+                "WITH u AS (UPDATE responses SET status = 'cancelled', body = $1, last_seq = $2, updated_at = $3"
+                " WHERE id = $4 AND status = 'queued' AND last_seq = $5 RETURNING 1) SELECT count(*) FROM u",
+                data,
+                last,
+                time.time(),
+                response_id,
+                first - 1,
+            )
+            if not n:
+                return False
+            if events:
+                await c.execute(
+                    _INSERT_EVENTS,
+                    [response_id] * len(events),
+                    [e.seq for e in events],
+                    [e.type for e in events],
+                    [e.data for e in events],
+                )
+            await c.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, f"{response_id}:{last}")
+            return True
+
+        return await self._tx(run)
+
+    async def request_cancel(self, response_id: str) -> bool:
+        n = await self.pool.fetchval(
+            "WITH u AS (UPDATE responses SET cancel_requested = TRUE WHERE id = $1 AND status = 'in_progress'"
+            " RETURNING 1) SELECT count(*) FROM u",
+            response_id,
+        )
+        return bool(n)
+
+    async def takeover(self, response_id: str, worker_id: str, lease_seconds: float) -> ResponseRecord | None:
+        now = time.time()
+        row = await self.pool.fetchrow(
+            "UPDATE responses SET lease_owner = $1, lease_expires = $2, updated_at = $3"
+            " WHERE id = $4 AND status = 'in_progress' AND (lease_expires IS NULL OR lease_expires < $3)"
+            f" RETURNING {_COLUMNS}",
+            worker_id,
+            now + lease_seconds,
+            now,
+            response_id,
+        )
+        return None if row is None else _record(row)
+
+    async def release(self, response_id: str, worker_id: str) -> bool:
+        async def run(c: _Conn) -> bool:
+            n = await c.fetchval(
+                "WITH u AS (UPDATE responses SET status = 'queued', lease_owner = NULL, lease_expires = NULL,"
+                " updated_at = $1 WHERE id = $2 AND lease_owner = $3 AND status = 'in_progress' RETURNING 1)"
+                " SELECT count(*) FROM u",
+                time.time(),
+                response_id,
+                worker_id,
+            )
+            if n:
+                await c.execute(f"NOTIFY {WORK_CHANNEL}")
+            return bool(n)
+
+        return await self._tx(run)
+
+    async def expired(self, limit: int) -> list[ResponseRecord]:
+        rows = await self.pool.fetch(
+            f"SELECT {_COLUMNS} FROM responses WHERE lease_owner IS NOT NULL AND status = 'in_progress'"
+            " AND lease_expires < $1 LIMIT $2",
+            time.time(),
+            limit,
+        )
+        return [_record(r) for r in rows]
+
+    async def events_after(self, response_id: str, after: int, limit: int = 1000) -> list[StoredEvent]:
+        rows = await self.pool.fetch(
+            "SELECT seq, type, data FROM events WHERE response_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            response_id,
+            after,
+            limit,
+        )
+        return [StoredEvent(r[0], r[1], r[2]) for r in rows]
+
+    async def count_queued(self, tenant: str | None = None) -> int:
+        if tenant is None:
+            n = await self.pool.fetchval("SELECT count(*) FROM responses WHERE status = 'queued'")
+        else:
+            n = await self.pool.fetchval(
+                "SELECT count(*) FROM responses WHERE status = 'queued' AND tenant = $1", tenant
+            )
+        return int(n)
+
+    async def sweep(self, responses_before: float, events_before: float, limit: int) -> tuple[int, int]:
+        terminal = sorted(TERMINAL_VALUES)
+
+        async def run(c: _Conn) -> tuple[int, int]:
+            # SKIP LOCKED: sweepers in several processes take disjoint rows and never wait
+            gone = await c.fetch(
+                "WITH old AS MATERIALIZED (SELECT id FROM responses WHERE updated_at < $1"
+                " AND status = ANY($2::text[]) LIMIT $3 FOR UPDATE SKIP LOCKED)"
+                " DELETE FROM responses r USING old WHERE r.id = old.id RETURNING r.id",
+                responses_before,
+                terminal,
+                limit,
+            )
+            if gone:
+                await c.execute("DELETE FROM events WHERE response_id = ANY($1::text[])", [r[0] for r in gone])
+            purged = await c.fetch(
+                "WITH old AS MATERIALIZED (SELECT id FROM responses WHERE updated_at < $1"
+                " AND status = ANY($2::text[]) AND NOT events_purged LIMIT $3 FOR UPDATE SKIP LOCKED)"
+                " UPDATE responses r SET events_purged = TRUE FROM old WHERE r.id = old.id RETURNING r.id",
+                events_before,
+                terminal,
+                limit,
+            )
+            if purged:
+                await c.execute("DELETE FROM events WHERE response_id = ANY($1::text[])", [r[0] for r in purged])
+            return len(gone), len(purged)
+
+        return await self._tx(run)
+
+    # -- wake-ups -------------------------------------------------------------------------
+
+    async def wait_for_events(self, response_id: str, after: int, timeout: float) -> None:
+        if not self._listening:  # no notifications right now: poll
+            await asyncio.sleep(min(timeout, 0.05))
+            return
+        # a notification that arrived while the caller was reading is not lost
+        if self._notified.get(response_id, -1) > after:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = self._event_waiters.setdefault(response_id, set())
+        waiters.add(fut)
+        try:
+            await asyncio.wait({fut}, timeout=timeout)
+        finally:
+            if not fut.done():
+                fut.cancel()
+            left = self._event_waiters.get(response_id)
+            if left is not None:
+                left.discard(fut)
+                if not left:
+                    del self._event_waiters[response_id]
+
+    async def wait_for_work(self, timeout: float) -> None:
+        if not self._listening:
+            await asyncio.sleep(min(timeout, 0.5))
+            return
+        # work announced after the last claim began may not have been seen by it
+        if self._work_noticed > self._claim_started:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._work_waiters.add(fut)
+        try:
+            await asyncio.wait({fut}, timeout=timeout)
+        finally:
+            if not fut.done():
+                fut.cancel()
+            self._work_waiters.discard(fut)
