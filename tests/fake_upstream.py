@@ -72,6 +72,8 @@ class Plan:
     fail_event: str | None = None
     #: answer 200 with this JSON instead of a stream (a server that ignores `stream: true`)
     json_body: Any = None
+    #: seconds to wait before each delta (a model's pace; used by bench/relay.py)
+    delta_delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,8 @@ class _Stream:
                 pass  # the client never sends more; EOF means it hung up
             self.fake._hung_up()
             raise _Hold
+        if self.plan.delta_delay:
+            await asyncio.sleep(self.plan.delta_delay)
         self.deltas += 1
 
     async def _end(self) -> None:
@@ -442,7 +446,14 @@ def closed_port() -> int:
 
 
 if __name__ == "__main__":
-    fake = FakeUpstream().start(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    # python tests/fake_upstream.py [PORT [TOKENS [DELAY_MS]]]: every model streams TOKENS deltas
+    fake = FakeUpstream()
+    if len(sys.argv) > 2:
+        fake.plan(
+            text=[f" tok{i}" for i in range(int(sys.argv[2]))],
+            delta_delay=float(sys.argv[3]) / 1000 if len(sys.argv) > 3 else 0.0,
+        )
+    fake.start(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
     print(f"fake upstream on {fake.base_url}", flush=True)
     try:
         threading.Event().wait()

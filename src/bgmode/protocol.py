@@ -10,6 +10,7 @@ working.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,15 +32,17 @@ _random = bytearray()
 def new_id(prefix: str) -> str:
     """`resp_`, `msg_`, `rs_` + 50 hex digits, as OpenAI's current ids.
 
-    Unguessable (the OS's CSPRNG), read 4 KiB at a time: one system call per 160 ids
-    instead of one per id, on the create hot path.
+    The first 16 digits are the time in nanoseconds, so ids sort by creation and a store's
+    indexes are appended to rather than written all over (several times faster inserts);
+    the other 34 are from the OS's CSPRNG (136 bits: unguessable), read 4 KiB at a time,
+    one system call per 235 ids instead of one per id.
     """
     global _random
-    if len(_random) < 25:
-        _random = bytearray(os.urandom(4000))
-    chunk = _random[-25:]
-    del _random[-25:]
-    return f"{prefix}_{chunk.hex()}"
+    if len(_random) < 17:
+        _random = bytearray(os.urandom(3995))
+    chunk = _random[-17:]
+    del _random[-17:]
+    return f"{prefix}_{time.time_ns():016x}{chunk.hex()}"
 
 
 def _forget_random() -> None:

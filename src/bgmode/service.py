@@ -137,9 +137,8 @@ class Service:
             text = output_text(prev.body.get("output") or [])
             if text:
                 context.append(["assistant", text])
-        for it in req.input_items:
-            text = "".join(p.get("text", "") for p in it["content"])
-            context.append([it["role"], text])
+        # stored input items always hold exactly one text part (protocol._message_item)
+        context.extend([it["role"], it["content"][0]["text"]] for it in req.input_items)
         return context
 
     async def _create_sync(

@@ -2,9 +2,9 @@
 
 Why not aiosqlite: it runs each call as its own statement on its own thread, so every
 token would be its own transaction. Here every write is a small function handed to one
-writer thread, which drains all that are waiting and runs them in one transaction (each
-in a savepoint, so one failing write does not undo the others), then commits once and
-resolves all their futures. Under load, batches grow on their own: that is group commit.
+writer thread, which drains all that are waiting, runs them in one transaction, commits
+once and resolves all their futures (if one write fails, the batch is rolled back and each write
+is run again on its own). Under load, batches grow on their own: that is group commit.
 Reads run on a small pool of threads with their own connections (WAL lets them read
 while the writer writes). Nothing here ever blocks the event loop.
 """
@@ -12,6 +12,7 @@ while the writer writes). Nothing here ever blocks the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import sqlite3
@@ -156,25 +157,7 @@ class SQLiteStore(Store):
                     stop = True
                     break
                 batch.append(nxt)
-            results: list[tuple[bool, Any]] = []
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                for fn, _ in batch:
-                    conn.execute("SAVEPOINT w")
-                    try:
-                        results.append((True, fn(conn)))
-                        conn.execute("RELEASE w")
-                    except Exception as exc:  # one failed write must not undo the others
-                        conn.execute("ROLLBACK TO w")
-                        conn.execute("RELEASE w")
-                        results.append((False, exc))
-                conn.execute("COMMIT")
-            except Exception as exc:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                results = [(False, exc)] * len(batch)
+            results = _run_batch(conn, batch)
             settled = [(fut, ok, value) for (_, fut), (ok, value) in zip(batch, results, strict=True)]
             # one wake-up of the event loop per batch, not one per write
             settled[0][0].get_loop().call_soon_threadsafe(_settle_all, settled)
@@ -453,6 +436,28 @@ class SQLiteStore(Store):
             return len(ids), len(logs)
 
         return await self._write(run)
+
+
+def _run_batch(
+    conn: sqlite3.Connection, batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]]
+) -> list[tuple[bool, Any]]:
+    """Run a batch of writes in one transaction. If one of them fails, run them again each in
+    its own transaction, so one bad write never undoes the others (the fast path has no
+    savepoints: they cost more than the writes)."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        results: list[tuple[bool, Any]] = [(True, fn(conn)) for fn, _ in batch]
+        conn.execute("COMMIT")
+        return results
+    except Exception as exc:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        if len(batch) == 1:
+            return [(False, exc)]
+    results = []
+    for item in batch:
+        results.extend(_run_batch(conn, [item]))
+    return results
 
 
 def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:

@@ -1,0 +1,86 @@
+"""Durable background creates per second, against a bare Starlette no-op endpoint.
+
+    python bench/creates.py [--seconds 10] [--connections 64] [--workers 0]
+
+Needs `wrk` (Debian package). Both servers run under the same uvicorn settings (uvloop,
+httptools, no access log); bgmode commits every create to SQLite before replying.
+Target: bgmode >= 40% of the no-op's requests/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from _procs import bgmode, start, stop
+
+LUA = """wrk.method = "POST"
+wrk.body = '{"model":"sim","input":"Say hello","background":true}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def wrk(url: str, lua: Path, seconds: int, connections: int) -> tuple[float, int]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(lua), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rps, int(bad.group(1)) if bad else 0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--workers", default="0", help="bgmode --workers (0: creates only)")
+    a = ap.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("needs wrk: apt-get install wrk")
+    with tempfile.TemporaryDirectory() as d:
+        lua = Path(d) / "create.lua"
+        lua.write_text(LUA)
+        noop = start(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                "bench",
+                "noop_app:app",
+                "--port",
+                "8301",
+                "--log-level",
+                "warning",
+                "--no-access-log",
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+            ],
+            "http://127.0.0.1:8301/",
+        )
+        try:
+            base, _ = wrk("http://127.0.0.1:8301/v1/responses", lua, a.seconds, a.connections)
+        finally:
+            stop(noop)
+        server = bgmode(8302, f"sqlite:///{d}/bench.db", "--workers", a.workers)
+        try:
+            rps, bad = wrk("http://127.0.0.1:8302/v1/responses", lua, a.seconds, a.connections)
+        finally:
+            stop(server)
+    print(f"no-op Starlette:           {base:8.0f} req/s")
+    print(f"bgmode durable creates:    {rps:8.0f} req/s  ({bad} non-2xx)")
+    print(f"ratio: {rps / base:.0%} of the no-op (target >= 40%)")
+
+
+if __name__ == "__main__":
+    main()
