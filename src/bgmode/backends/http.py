@@ -2,14 +2,16 @@
 
 `HTTPBackend.stream` owns everything the two kinds have in common:
 
-- one pooled `httpx.AsyncClient` per backend, and a semaphore that caps how many responses
+- one pooled `aiohttp.ClientSession` per backend (its C HTTP parser reads a token-by-token
+  stream several times cheaper than a pure-Python client: this is bgmode's hottest loop when
+  it relays hundreds of streams), and a semaphore that caps how many responses
   the backend runs at once (taken before connecting, so queued work never opens sockets);
 - retries with exponential backoff (honouring `Retry-After`) for an unreachable upstream, a
   429/408/409/5xx status, or a stream that ends before its first token. Once a token has been
   yielded nothing is retried: the response must not repeat text, so a break is a failure that
   keeps the partial output;
-- the idle timeout: httpx's read timeout applies to every socket read, so an upstream that
-  stalls mid-stream raises instead of hanging;
+- the idle timeout: aiohttp's `sock_read` timeout applies to every socket read, so an upstream
+  that stalls mid-stream raises instead of hanging;
 - redaction: the API key (and any credentials in the URL) never reaches an error message or a
   log line, even when the upstream echoes it back.
 
@@ -25,11 +27,12 @@ import logging
 import random
 import time
 from abc import abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import aiohttp
 import httpx
 import orjson
 
@@ -173,7 +176,7 @@ class HTTPBackend(Backend):
         self.settings = settings
         self.max_concurrency = settings.max_concurrency
         self._slots = asyncio.Semaphore(settings.max_concurrency) if settings.max_concurrency else None
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
         #: responses queued for a concurrency slot / talking to the upstream now
         self.waiting = 0
         self.running = 0
@@ -216,8 +219,8 @@ class HTTPBackend(Backend):
             while True:
                 progress = Progress()
                 try:
-                    async with self._http().stream("POST", self.url, content=body, headers=self._headers()) as response:
-                        if not response.is_success:
+                    async with self._http().post(self.url, data=body, headers=self._headers()) as response:
+                        if not 200 <= response.status < 300:
                             raise await self._status_failure(response)
                         if response.headers.get("content-type", "").startswith("application/json"):
                             # A server that ignores `stream: true` (or reports an error with a 200).
@@ -225,7 +228,7 @@ class HTTPBackend(Backend):
                             raise UpstreamFailure(
                                 f"upstream {self.where} answered with JSON, not an event stream: {detail}"
                             )
-                        async for event in self.parse(iter_sse(response.aiter_lines()), request, progress):
+                        async for event in self.parse(iter_sse(_lines(response)), request, progress):
                             if isinstance(event, TextDelta):
                                 progress.deltas += 1
                                 progress.text.append(event.text)
@@ -236,7 +239,7 @@ class HTTPBackend(Backend):
                     return
                 except UpstreamFailure as exc:
                     failure = exc
-                except httpx.HTTPError as exc:
+                except (aiohttp.ClientError, TimeoutError) as exc:
                     failure = self._transport_failure(exc, progress)
                 message = failure.message
                 if failure.broke:
@@ -265,16 +268,17 @@ class HTTPBackend(Backend):
 
     async def aclose(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None
 
-    def _http(self) -> httpx.AsyncClient:
+    def _http(self) -> aiohttp.ClientSession:
         # Created on first use so the pool belongs to the server's event loop.
-        if self._client is None:
+        if self._client is None or self._client.closed:
             s = self.settings
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(connect=s.connect_timeout, read=s.idle_timeout, write=s.idle_timeout, pool=None),
-                limits=httpx.Limits(max_connections=s.max_concurrency, max_keepalive_connections=20),
+            self._client = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout, sock_read=s.idle_timeout),
+                connector=aiohttp.TCPConnector(limit=s.max_concurrency or 0, keepalive_timeout=30),
+                trust_env=True,  # HTTP(S)_PROXY / NO_PROXY, as before
             )
         return self._client
 
@@ -301,10 +305,10 @@ class HTTPBackend(Backend):
         delay = self.settings.retry_backoff * (2.0**attempt) * (0.5 + random.random() / 2)
         return min(delay, MAX_RETRY_WAIT)
 
-    async def _status_failure(self, response: httpx.Response) -> UpstreamFailure:
-        status = response.status_code
+    async def _status_failure(self, response: aiohttp.ClientResponse) -> UpstreamFailure:
+        status = response.status
         detail = error_message(await _read_capped(response))
-        message = f"upstream {self.where} returned HTTP {status} {response.reason_phrase}".rstrip()
+        message = f"upstream {self.where} returned HTTP {status} {response.reason or ''}".rstrip()
         if detail:
             message += f": {detail}"
         failure = UpstreamFailure(
@@ -315,16 +319,16 @@ class HTTPBackend(Backend):
         failure.retry_after = retry_after(response.headers)
         return failure
 
-    def _transport_failure(self, exc: httpx.HTTPError, progress: Progress) -> UpstreamFailure:
+    def _transport_failure(self, exc: BaseException, progress: Progress) -> UpstreamFailure:
         s = self.settings
-        if isinstance(exc, httpx.ConnectTimeout):
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
             return UpstreamFailure(
                 f"upstream {self.where} unreachable: no connection within {s.connect_timeout:g}s",
                 retryable=True,
             )
-        if isinstance(exc, httpx.ConnectError):
+        if isinstance(exc, aiohttp.ClientConnectorError):
             return UpstreamFailure(f"upstream {self.where} unreachable: {_describe(exc)}", retryable=True)
-        if isinstance(exc, httpx.ReadTimeout):
+        if isinstance(exc, TimeoutError):  # sock_read: nothing for idle_timeout seconds
             if progress.deltas:
                 return UpstreamFailure(
                     f"upstream stream stalled: no data for {s.idle_timeout:g}s "
@@ -333,30 +337,44 @@ class HTTPBackend(Backend):
             return UpstreamFailure(
                 f"upstream {self.where} sent no data for {s.idle_timeout:g}s (idle timeout)", retryable=True
             )
-        if isinstance(exc, httpx.TimeoutException):
-            return UpstreamFailure(f"upstream {self.where} timed out: {_describe(exc)}", retryable=True)
-        if isinstance(exc, httpx.TransportError):
-            return UpstreamFailure(_describe(exc), retryable=True, broke=True)
+        if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+            return UpstreamFailure(
+                f"upstream {self.where} closed the connection: {_describe(exc)}", retryable=True, broke=True
+            )
         return UpstreamFailure(f"upstream {self.where} failed: {_describe(exc)}")
 
 
 def _describe(exc: BaseException) -> str:
-    # httpx messages name the problem, never the request headers.
+    # aiohttp messages name the problem (and the host), never the request headers.
     return str(exc) or type(exc).__name__
 
 
-async def _read_capped(response: httpx.Response) -> bytes:
+async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
+    """The body's text lines, however long (a `response.completed` event can be megabytes)."""
+    rest = b""
+    async for chunk in response.content.iter_any():
+        if rest:
+            chunk = rest + chunk
+        *lines, rest = chunk.split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r").decode("utf-8", "replace")
+    if rest:
+        yield rest.rstrip(b"\r").decode("utf-8", "replace")
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in response.aiter_bytes():
+        while size < MAX_ERROR_BODY:
+            chunk = await response.content.read(MAX_ERROR_BODY - size)
+            if not chunk:
+                break
             chunks.append(chunk)
             size += len(chunk)
-            if size >= MAX_ERROR_BODY:
-                break
-    except httpx.HTTPError:
+    except (aiohttp.ClientError, TimeoutError):
         pass  # the status alone is enough to report
-    return b"".join(chunks)[:MAX_ERROR_BODY]
+    return b"".join(chunks)
 
 
 def error_message(body: bytes) -> str:
@@ -382,7 +400,7 @@ def error_message(body: bytes) -> str:
     return message
 
 
-def retry_after(headers: httpx.Headers) -> float | None:
+def retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait as the upstream asks (`retry-after-ms`, `retry-after` seconds or date)."""
     raw_ms = headers.get("retry-after-ms")
     if raw_ms:
