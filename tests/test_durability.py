@@ -32,7 +32,12 @@ def check_log(client: OpenAI, rid: str) -> tuple[str, list[object]]:
     events = replay(client, rid)
     seqs = [e.sequence_number for e in events]  # type: ignore[attr-defined]
     assert seqs == list(range(len(seqs))), f"{rid}: {seqs}"
-    terminal = [e for e in events if getattr(e, "type", "") in ("response.completed", "response.failed", "response.incomplete", "response.cancelled")]
+    terminal = [
+        e
+        for e in events
+        if getattr(e, "type", "")
+        in ("response.completed", "response.failed", "response.incomplete", "response.cancelled")
+    ]
     assert len(terminal) == 1 and terminal[0] is events[-1]
     r = client.responses.retrieve(rid)
     assert r.status in TERMINAL
@@ -61,12 +66,32 @@ def test_crash_twice_loses_nothing(make_server: type[BgmodeServer]) -> None:
     ids: list[str] = []
     # long runners (output begun when killed), short ones, and a backlog that waits queued
     for i in range(4):
-        ids.append(client.responses.create(model="m", input=f"long {i}", background=True, metadata={"sim_output_tokens": "400", "sim_token_delay_ms": "10"}).id)
+        ids.append(
+            client.responses.create(
+                model="m",
+                input=f"long {i}",
+                background=True,
+                metadata={"sim_output_tokens": "400", "sim_token_delay_ms": "10"},
+            ).id
+        )
     for i in range(12):
-        ids.append(client.responses.create(model="m", input=f"short {i}", background=True, metadata={"sim_output_tokens": "30", "sim_token_delay_ms": "5"}).id)
+        ids.append(
+            client.responses.create(
+                model="m",
+                input=f"short {i}",
+                background=True,
+                metadata={"sim_output_tokens": "30", "sim_token_delay_ms": "5"},
+            ).id
+        )
 
     # a stream that will be cut by the crash and resumed on the restarted server
-    stream = client.responses.create(model="m", input="streamed", background=True, stream=True, metadata={"sim_output_tokens": "300", "sim_token_delay_ms": "10"})
+    stream = client.responses.create(
+        model="m",
+        input="streamed",
+        background=True,
+        stream=True,
+        metadata={"sim_output_tokens": "300", "sim_token_delay_ms": "10"},
+    )
     seen = []
     for ev in stream:
         seen.append(ev)
@@ -78,7 +103,14 @@ def test_crash_twice_loses_nothing(make_server: type[BgmodeServer]) -> None:
     server.kill()  # crash 1: long runners and the stream are mid-output
     server.start()
     for i in range(6):
-        ids.append(client.responses.create(model="m", input=f"after {i}", background=True, metadata={"sim_output_tokens": "200", "sim_token_delay_ms": "10"}).id)
+        ids.append(
+            client.responses.create(
+                model="m",
+                input=f"after {i}",
+                background=True,
+                metadata={"sim_output_tokens": "200", "sim_token_delay_ms": "10"},
+            ).id
+        )
     # wait until one of the new ones is running, then crash again
     with client.responses.retrieve(ids[-1], stream=True) as s:
         for ev in s:
@@ -112,7 +144,13 @@ def test_crash_twice_loses_nothing(make_server: type[BgmodeServer]) -> None:
 def test_sigterm_finishes_running_work_and_keeps_the_queue(make_server: type[BgmodeServer]) -> None:
     server = make_server(args=["--workers", "1", "--grace-seconds", "30"]).start()
     client = OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
-    stream = client.responses.create(model="m", input="finishing", background=True, stream=True, metadata={"sim_output_tokens": "60", "sim_token_delay_ms": "20"})
+    stream = client.responses.create(
+        model="m",
+        input="finishing",
+        background=True,
+        stream=True,
+        metadata={"sim_output_tokens": "60", "sim_token_delay_ms": "20"},
+    )
     first = []
     for ev in stream:
         first.append(ev)

@@ -37,12 +37,18 @@ def error(resp: httpx.Response) -> dict[str, Any]:
         ({"model": "m", "input": 5}, "input", "invalid_type"),
         ({"model": "m", "input": [{"role": "robot", "content": "x"}]}, "input[0].role", "invalid_value"),
         ({"model": "m", "input": "x", "reasoning": {"effort": "extreme"}}, "reasoning.effort", "invalid_value"),
-        ({"model": "m", "input": "x", "metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "object_above_max_properties"),
+        (
+            {"model": "m", "input": "x", "metadata": {f"k{i}": "v" for i in range(17)}},
+            "metadata",
+            "object_above_max_properties",
+        ),
         ({"model": "m", "input": "x", "metadata": {"k": "v" * 513}}, "metadata.k", "string_above_max_length"),
         ({"model": "m", "input": "x", "metadata": {"k" * 65: "v"}}, "metadata", "invalid_value"),
     ],
 )
-def test_invalid_create_is_a_400_naming_the_param(bgmode_server: BgmodeServer, body: Any, param: str, code: str) -> None:
+def test_invalid_create_is_a_400_naming_the_param(
+    bgmode_server: BgmodeServer, body: Any, param: str, code: str
+) -> None:
     resp = post(bgmode_server, body)
     assert resp.status_code == 400
     err = error(resp)
@@ -51,7 +57,9 @@ def test_invalid_create_is_a_400_naming_the_param(bgmode_server: BgmodeServer, b
 
 
 def test_unparseable_json_and_unknown_routes(bgmode_server: BgmodeServer) -> None:
-    resp = httpx.post(f"{bgmode_server.base_url}/responses", content=b"{nope", headers={"content-type": "application/json"})
+    resp = httpx.post(
+        f"{bgmode_server.base_url}/responses", content=b"{nope", headers={"content-type": "application/json"}
+    )
     assert resp.status_code == 400 and error(resp)["code"] == "invalid_json"
     resp = httpx.get(f"{bgmode_server.base_url}/responses/resp_x/nowhere")
     assert resp.status_code == 404 and error(resp)["type"] == "invalid_request_error"
@@ -103,7 +111,7 @@ def test_retention_sweeps_event_logs_then_responses(make_server: type[BgmodeServ
     server = make_server(args=["--events-ttl", "0.5", "--response-ttl", "3", "--sweep-seconds", "0.2"]).start()
     client = OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
     r = client.responses.create(model="m", input="x", background=True, stream=True)
-    rid = [e for e in r][-1].response.id  # type: ignore[union-attr]
+    rid = list(r)[-1].response.id  # type: ignore[union-attr]
     deadline = time.monotonic() + 30
     while True:  # wait for the sweeper (bounded): first the log goes, with a clear 400
         resp = httpx.get(f"{server.base_url}/responses/{rid}", params={"stream": "true"})
@@ -160,7 +168,18 @@ def test_other_tenants_get_404_everywhere(keyed: BgmodeServer) -> None:
 
 
 def test_non_loopback_without_keys_refuses_to_start() -> None:
-    cmd = [sys.executable, "-m", "bgmode", "serve", "--host", "0.0.0.0", "--port", str(free_port()), "--store", "sqlite:///:memory:"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bgmode",
+        "serve",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(free_port()),
+        "--store",
+        "sqlite:///:memory:",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert "--insecure-no-auth" in out.stderr

@@ -81,7 +81,13 @@ def test_background_stream_event_order_and_sequence(client: OpenAI) -> None:
 
 
 def test_resume_with_starting_after_after_dropped_connection(client: OpenAI) -> None:
-    stream = client.responses.create(model="m", input="resume me", background=True, stream=True, metadata=SLOW | {"sim_output_tokens": "60", "sim_token_delay_ms": "5"})
+    stream = client.responses.create(
+        model="m",
+        input="resume me",
+        background=True,
+        stream=True,
+        metadata=SLOW | {"sim_output_tokens": "60", "sim_token_delay_ms": "5"},
+    )
     seen = []
     for ev in stream:
         seen.append(ev)
@@ -119,7 +125,9 @@ def test_any_background_response_can_be_streamed_from_zero(client: OpenAI) -> No
 
 
 def test_client_disconnect_does_not_cancel(client: OpenAI) -> None:
-    stream = client.responses.create(model="m", input="keep going", background=True, stream=True, metadata={"sim_token_delay_ms": "10"})
+    stream = client.responses.create(
+        model="m", input="keep going", background=True, stream=True, metadata={"sim_token_delay_ms": "10"}
+    )
     first = next(iter(stream))
     stream.close()
     done = wait_done(client, first.response.id)  # type: ignore[union-attr]
@@ -194,7 +202,8 @@ def test_cancel_errors(client: OpenAI) -> None:
     with pytest.raises(openai.NotFoundError, match="Response with id 'resp_nope' not found."):
         client.responses.cancel("resp_nope")
     failed = wait_done(
-        client, client.responses.create(model="m", input="x", background=True, metadata={"sim_fail_after_tokens": "2"}).id
+        client,
+        client.responses.create(model="m", input="x", background=True, metadata={"sim_fail_after_tokens": "2"}).id,
     )
     with pytest.raises(openai.BadRequestError, match="Cannot cancel a failed response."):
         client.responses.cancel(failed.id)
@@ -215,7 +224,14 @@ def test_cancel_accepts_json_content_type_with_empty_body(bgmode_server: BgmodeS
 
 def test_max_output_tokens_ends_incomplete(client: OpenAI) -> None:
     events = list(
-        client.responses.create(model="m", input="x", background=True, stream=True, max_output_tokens=16, metadata={"sim_output_tokens": "50"})
+        client.responses.create(
+            model="m",
+            input="x",
+            background=True,
+            stream=True,
+            max_output_tokens=16,
+            metadata={"sim_output_tokens": "50"},
+        )
     )
     assert events[-1].type == "response.incomplete"
     r = client.responses.retrieve(events[0].response.id)  # type: ignore[union-attr]

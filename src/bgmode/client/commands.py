@@ -272,7 +272,7 @@ def monitor(ctx: click.Context, /, response_id: str | None, flag_id: str | None,
 
 @click.command()
 @click.argument("response_id", metavar="ID")
-@click.option("--starting-after", type=click.IntRange(min=-1), metavar="N", help="Resume after this sequence number.")
+@click.option("--starting-after", type=click.IntRange(min=0), metavar="N", help="Resume after this sequence number.")
 @follow_options
 @output_options
 @connection_options

@@ -8,6 +8,7 @@ the streamed text, and prints a summary at the end.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -60,6 +61,7 @@ class JsonLinesReporter(Reporter):
     def __init__(self, out: IO[str] | None = None, *, show_output_text: bool = False) -> None:
         super().__init__(show_output_text=show_output_text)
         self.out = out if out is not None else sys.stdout
+        self.broken = False
 
     def emit(self, name: str, fields: dict[str, Any]) -> None:
         if name in _TEXT_EVENTS and not self.show_output_text:
@@ -68,12 +70,20 @@ class JsonLinesReporter(Reporter):
             # diagnostics go to stderr so stdout stays one event per line for the caller
             print(f"bgmode: warning: {fields.get('message')}", file=sys.stderr, flush=True)
             return
+        if self.broken:
+            return
         record: dict[str, Any] = {"event": name, "ts": iso_now()}
         record.update(fields)
         if not self.show_output_text:
             record.pop("output_text", None)
-        self.out.write(orjson.dumps(record, default=str).decode() + "\n")
-        self.out.flush()
+        try:
+            self.out.write(orjson.dumps(record, default=str).decode() + "\n")
+            self.out.flush()
+        except BrokenPipeError:
+            # the reader went away: keep following (the ledger still gets the outcome), quietly
+            self.broken = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.out.fileno())
 
 
 class LiveReporter(Reporter):

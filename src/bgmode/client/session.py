@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -198,7 +199,7 @@ class Session:
                     response_id=err.response_id,
                     resume_command=self.resume_command(err.response_id),
                 )
-            except (ClientError, openai.OpenAIError) as err:
+            except (ClientError, openai.OpenAIError, sqlite3.Error) as err:
                 return self.error(
                     describe_error(err),
                     response_id=client.response_id,
@@ -242,15 +243,15 @@ class Session:
             if response is not None:
                 self.final(response)
             return ExitCode.INTERRUPTED
-        self.reporter(
-            "interrupted",
-            {
-                "response_id": response_id,
-                "status": client.status,
-                "action": "detached",
-                "elapsed_seconds": self.elapsed(),
-                "resume_command": self.resume_command(response_id),
-                "idempotency_key": client.idempotency_key if response_id is None else None,
-            },
-        )
+        fields: dict[str, Any] = {
+            "response_id": response_id,
+            "status": client.status,
+            "action": "detached",
+            "elapsed_seconds": self.elapsed(),
+            "resume_command": self.resume_command(response_id),
+        }
+        if response_id is None and client.idempotency_key is not None:
+            # interrupted while creating: the job may exist, but its id never arrived
+            fields["idempotency_key"] = client.idempotency_key
+        self.reporter("interrupted", fields)
         return ExitCode.INTERRUPTED
