@@ -428,7 +428,7 @@ async def collect(backend: Backend, request: ModelRequest) -> tuple[list[Backend
     events: list[BackendEvent] = []
     try:
         async for ev in backend.stream(request):
-            events.append(ev)  # noqa: PERF401 - the events before an error are the point
+            events.append(ev)
     except BackendError as exc:
         return events, exc
     return events, None
