@@ -235,10 +235,10 @@ class Service:
             idle_since = time.monotonic()
             while not self.shutting_down.is_set():
                 page = await self.store.events_after(response_id, last, 1000)
-                for e in page:
-                    yield frame(e)
-                    last = e.seq
-                    if e.type in _TERMINAL_TYPES:
+                if page:
+                    chunk, last, done = _frames(page, last)
+                    yield chunk
+                    if done:
                         return
                 if len(page) == 1000:
                     continue
@@ -254,15 +254,18 @@ class Service:
                             yield KEEPALIVE
                             idle_since = time.monotonic()
                         continue
-                    if batch[0].seq > last + 1:
+                    while not live.empty():  # everything already delivered goes out in one send
+                        batch = batch + live.get_nowait()
+                    before = last
+                    chunk, last, done = _frames(batch, last)
+                    if chunk:
+                        yield chunk
+                    if done:
+                        return
+                    if last < batch[-1].seq:
                         break  # a gap (we subscribed late): the store has every committed event
-                    for e in batch:
-                        if e.seq > last:
-                            yield frame(e)
-                            last = e.seq
-                            if e.type in _TERMINAL_TYPES:
-                                return
-                    idle_since = time.monotonic()
+                    if last > before:
+                        idle_since = time.monotonic()
                 else:
                     await self.store.wait_for_events(response_id, last, 0.25)
                 if time.monotonic() - idle_since >= keepalive:
@@ -346,6 +349,22 @@ class Service:
         self.hub.cancel(rec.id)
         await self.store.delete(rec.id)
         return {"id": rec.id, "object": "response", "deleted": True}
+
+
+def _frames(events: list[StoredEvent], last: int) -> tuple[bytes, int, bool]:
+    """The SSE frames of the events that follow `last` without a gap, as one chunk; the new
+    cursor; whether the terminal event was among them (nothing after it is sent)."""
+    out: list[bytes] = []
+    for e in events:
+        if e.seq <= last:
+            continue
+        if e.seq > last + 1:
+            break
+        out.append(frame(e))
+        last = e.seq
+        if e.type in _TERMINAL_TYPES:
+            return b"".join(out), last, True
+    return b"".join(out), last, False
 
 
 _NOT_FORWARDED = frozenset({"input", "instructions", "metadata", "model", "previous_response_id"})

@@ -146,10 +146,18 @@ class Worker:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def submit(self, job: Job | None, write: Write) -> asyncio.Future[WriteResult]:
+    def submit(self, job: Job | None, write: Write) -> None:
+        """Queue a write for the flusher (fire and forget: a fenced write cancels the job)."""
+        self._pending.append(_Pending(write, job))
+        if not self._pending_ready.is_set():
+            self._pending_ready.set()
+
+    def submit_and_wait(self, job: Job | None, write: Write) -> asyncio.Future[WriteResult]:
+        """Queue a write and get a future for its result."""
         fut: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(write, job, fut))
-        self._pending_ready.set()
+        if not self._pending_ready.is_set():
+            self._pending_ready.set()
         return fut
 
     async def _flush_loop(self) -> None:
@@ -335,10 +343,12 @@ class Worker:
     ) -> None:
         alt = copy.deepcopy(builder) if status != Status.CANCELLED else None
         events = builder.terminal(status, error=error, incomplete_reason=reason)
-        res = await self.submit(job, Write(job.response_id, events, builder.body, status.value))
+        res = await self.submit_and_wait(job, Write(job.response_id, events, builder.body, status.value))
         if res is WriteResult.CANCEL_REQUESTED and alt is not None:
             events = alt.terminal(Status.CANCELLED)
-            await self.submit(job, Write(job.response_id, events, alt.body, Status.CANCELLED.value, force=True))
+            await self.submit_and_wait(
+                job, Write(job.response_id, events, alt.body, Status.CANCELLED.value, force=True)
+            )
 
     async def _hand_back(self, job: Job, builder: ResponseBuilder) -> None:
         """Shutdown: requeue a response with no output; fail one whose output had begun."""

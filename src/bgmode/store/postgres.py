@@ -217,7 +217,12 @@ class PostgresStore(Store):
             server_settings=self._server_settings,
             timeout=30,
         )
-        listen_conn = await self._listen_connect()
+        try:
+            listen_conn = await self._listen_connect()
+        except BaseException:
+            pool, self._pool = self._pool, None
+            await pool.close()
+            raise
         self._listener = asyncio.create_task(self._listen_loop(listen_conn), name="bgmode-pg-listen")
 
     async def close(self) -> None:
@@ -249,8 +254,8 @@ class PostgresStore(Store):
                 if conn is None:
                     try:
                         conn = await self._listen_connect()
-                    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                        log.warning("LISTEN connection failed (%s); retrying", exc)
+                    except Exception as exc:  # keep trying: waits poll meanwhile
+                        log.warning("LISTEN connection failed (%s: %s); retrying", type(exc).__name__, exc)
                         await asyncio.sleep(1.0)
                         continue
                     self._wake_all()  # notifications may have been missed meanwhile
@@ -325,7 +330,7 @@ class PostgresStore(Store):
     async def create(
         self, record: ResponseRecord, events: list[StoredEvent], idempotency_key: str | None = None
     ) -> ResponseRecord:
-        body = orjson.dumps(record.body)
+        body = record.body_json or orjson.dumps(record.body)
         items = orjson.dumps(record.input_items)
         req = orjson.dumps(record.request)
         last_seq = events[-1].seq if events else -1

@@ -291,35 +291,51 @@ class SQLiteStore(Store):
         ]
 
         def run(c: sqlite3.Connection) -> list[WriteResult]:
+            # a few statements for the whole batch, not a few per response: the writer holds
+            # the GIL while it binds parameters, and the event loop waits for it meanwhile
+            ids = list({w.response_id for w, _, _ in prepared})
+            state = {
+                r[0]: (r[1], r[2], r[3])
+                for r in c.execute(
+                    "SELECT id, lease_owner, status, cancel_requested FROM responses"
+                    f" WHERE id IN ({','.join('?' * len(ids))})",
+                    ids,
+                ).fetchall()
+            }
             out: list[WriteResult] = []
+            events: list[tuple[str, int, str, bytes]] = []
+            progress: list[tuple[bytes | None, int | None, str]] = []
+            finishes: list[tuple[str, bytes | None, int | None, float, str]] = []
             now = time.time()
             for w, body, rows in prepared:
-                row = c.execute(
-                    "SELECT lease_owner, status, cancel_requested FROM responses WHERE id = ?",
-                    (w.response_id,),
-                ).fetchone()
-                if row is None or row[0] != worker_id or row[1] != "in_progress":
+                st = state.get(w.response_id)
+                if st is None or st[0] != worker_id or st[1] != "in_progress":
                     out.append(WriteResult.FENCED)
                     continue
-                if w.finish is not None and row[2] and not w.force and w.finish != Status.CANCELLED:
+                if w.finish is not None and st[2] and not w.force and w.finish != Status.CANCELLED:
                     out.append(WriteResult.CANCEL_REQUESTED)
                     continue
-                if rows:
-                    c.executemany("INSERT INTO events (response_id, seq, type, data) VALUES (?, ?, ?, ?)", rows)
+                events.extend(rows)
                 last = rows[-1][1] if rows else None
                 if w.finish is not None:
-                    c.execute(
-                        "UPDATE responses SET status = ?, body = COALESCE(?, body), last_seq = COALESCE(?, last_seq),"
-                        " lease_owner = NULL, lease_expires = NULL, updated_at = ? WHERE id = ?",
-                        (w.finish, body, last, now, w.response_id),
-                    )
+                    finishes.append((w.finish, body, last, now, w.response_id))
+                    state[w.response_id] = (None, w.finish, st[2])
                 else:
-                    c.execute(
-                        "UPDATE responses SET body = COALESCE(?, body), last_seq = COALESCE(?, last_seq),"
-                        " updated_at = ? WHERE id = ?",
-                        (body, last, now, w.response_id),
-                    )
+                    progress.append((body, last, w.response_id))
                 out.append(WriteResult.OK)
+            if events:
+                c.executemany("INSERT INTO events (response_id, seq, type, data) VALUES (?, ?, ?, ?)", events)
+            if progress:
+                c.executemany(
+                    "UPDATE responses SET body = COALESCE(?, body), last_seq = COALESCE(?, last_seq) WHERE id = ?",
+                    progress,
+                )
+            if finishes:
+                c.executemany(
+                    "UPDATE responses SET status = ?, body = COALESCE(?, body), last_seq = COALESCE(?, last_seq),"
+                    " lease_owner = NULL, lease_expires = NULL, updated_at = ? WHERE id = ?",
+                    finishes,
+                )
             return out
 
         return await self._write(run)
