@@ -25,14 +25,14 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bgmode.backends.base import BackendError, Finish, Message, ModelRequest, estimate_tokens
 from bgmode.events import ResponseBuilder, replay
 from bgmode.hub import Hub
 from bgmode.protocol import new_id
-from bgmode.records import ResponseRecord, Status
+from bgmode.records import ResponseRecord, Status, StoredEvent
 from bgmode.routing import Router
 from bgmode.store.base import Store, Write, WriteResult
 
@@ -45,11 +45,21 @@ SNAPSHOT_INTERVAL = 0.2
 @dataclass
 class Job:
     response_id: str
+    builder: ResponseBuilder | None = None
     task: asyncio.Task[Finish] | None = None
     cancelled: bool = False
     fenced: bool = False
     stopping: bool = False
     last_snapshot: float = 0.0
+    #: events made but not yet handed to the flusher (it takes them on its next round)
+    buf: list[StoredEvent] = field(default_factory=list)
+    #: the poll snapshot is due with the next write
+    snapshot_due: bool = False
+    dirty: bool = False
+
+    def take(self) -> list[StoredEvent]:
+        buf, self.buf = self.buf, []
+        return buf
 
 
 @dataclass
@@ -95,6 +105,8 @@ class Worker:
         self._runners: set[asyncio.Task[None]] = set()
         self._pending: list[_Pending] = []
         self._pending_ready = asyncio.Event()
+        #: jobs with buffered events (one entry per job, however many events it made)
+        self._dirty: list[Job] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._claiming = True
         self._slots_free = asyncio.Event()
@@ -165,7 +177,8 @@ class Worker:
             await self._pending_ready.wait()
             self._pending_ready.clear()
             batch, self._pending = self._pending, []
-            if not batch:
+            dirty, self._dirty = self._dirty, []
+            if not batch and not dirty:
                 continue
             merged: list[_Pending] = []
             open_by_id: dict[str, _Pending] = {}
@@ -188,6 +201,25 @@ class Worker:
                 open_by_id[w.response_id] = m
                 merged.append(m)
                 waiters.append((p, m))
+            # explicit writes first: a job's buffered deltas always follow its in_progress
+            # event, and its finishing write takes what is left in its buffer itself
+            for job in dirty:
+                job.dirty = False
+                if not job.buf or job.builder is None:
+                    continue
+                body = None
+                if job.snapshot_due:
+                    job.snapshot_due = False
+                    body = job.builder.snapshot()
+                cur = open_by_id.get(job.response_id)
+                if cur is not None and cur.write.finish is None:
+                    cur.write.events.extend(job.take())
+                    if body is not None:
+                        cur.write.body = body
+                    continue
+                m = _Pending(Write(job.response_id, job.take(), body), job)
+                open_by_id[job.response_id] = m
+                merged.append(m)
             results: dict[int, WriteResult] = {}
             if merged:
                 try:
@@ -266,6 +298,7 @@ class Worker:
     async def _execute(self, job: Job, rec: ResponseRecord) -> None:
         body = rec.body
         builder = ResponseBuilder(body, rec.last_seq + 1)
+        job.builder = builder
         builder.set_status(Status.IN_PROGRESS.value)
         request = request_from_record(rec)
         builder.input_tokens_estimate = sum(estimate_tokens(m.text) for m in request.messages)
@@ -321,12 +354,16 @@ class Worker:
                     return ev
                 events = builder.feed(ev)
                 if events:
+                    job.buf.extend(events)
                     now = time.monotonic()
-                    body = None
                     if now - job.last_snapshot >= SNAPSHOT_INTERVAL:
                         job.last_snapshot = now
-                        body = builder.snapshot()
-                    self.submit(job, Write(job.response_id, events, body))
+                        job.snapshot_due = True
+                    if not job.dirty:
+                        job.dirty = True
+                        self._dirty.append(job)
+                        if not self._pending_ready.is_set():
+                            self._pending_ready.set()
         finally:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
@@ -342,10 +379,12 @@ class Worker:
         reason: str | None,
     ) -> None:
         alt = copy.deepcopy(builder) if status != Status.CANCELLED else None
-        events = builder.terminal(status, error=error, incomplete_reason=reason)
+        unflushed = job.take()
+        events = unflushed + builder.terminal(status, error=error, incomplete_reason=reason)
         res = await self.submit_and_wait(job, Write(job.response_id, events, builder.body, status.value))
         if res is WriteResult.CANCEL_REQUESTED and alt is not None:
-            events = alt.terminal(Status.CANCELLED)
+            # the cancel committed first: finish cancelled instead (the refused write wrote nothing)
+            events = unflushed + alt.terminal(Status.CANCELLED)
             await self.submit_and_wait(
                 job, Write(job.response_id, events, alt.body, Status.CANCELLED.value, force=True)
             )
