@@ -56,16 +56,20 @@ def main() -> None:
         "http://127.0.0.1:8311/v1/models",
     )
     with tempfile.TemporaryDirectory() as d:
-        server = bgmode(
-            8312,
-            f"sqlite:///{d}/relay.db",
-            "--workers",
-            str(a.streams + 10),
-            "--upstream-url",
-            "http://127.0.0.1:8311/v1",
-            "--upstream-api",
-            "chat",
-        )
+        try:
+            server = bgmode(
+                8312,
+                f"sqlite:///{d}/relay.db",
+                "--workers",
+                str(a.streams + 10),
+                "--upstream-url",
+                "http://127.0.0.1:8311/v1",
+                "--upstream-api",
+                "chat",
+            )
+        except Exception:
+            stop(up)
+            raise
         try:
             skip = (0.0, [0.0], 0)
             direct = (
