@@ -511,19 +511,6 @@ async def test_duplicate_sequence_numbers_are_rejected(store: Store) -> None:
     assert got is not None and got.last_seq == 3
 
 
-@pytest.fixture
-def sqlite_fails_whole_call(store_url: str, request: pytest.FixtureRequest) -> None:
-    if store_url.startswith("sqlite"):
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="SQLiteStore.write fails a whole write() call on a duplicate sequence number "
-                "(IntegrityError) instead of refusing only that write (FENCED)",
-                strict=True,
-            )
-        )
-
-
-@pytest.mark.usefixtures("sqlite_fails_whole_call")
 async def test_a_duplicate_does_not_undo_the_other_writes_of_its_call(store: Store) -> None:
     a = await running(store)
     b = await running(store)

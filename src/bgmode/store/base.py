@@ -92,7 +92,11 @@ class Store(ABC):
 
     @abstractmethod
     async def write(self, worker_id: str, writes: list[Write]) -> list[WriteResult]:
-        """Apply fenced writes in one transaction; one result per write, in order."""
+        """Apply fenced writes in one transaction; one result per write, in order.
+
+        A write whose sequence numbers are already stored (or not increasing) is refused with
+        `FENCED`, without affecting the others.
+        """
 
     @abstractmethod
     async def cancel_queued(self, response_id: str, body: dict[str, Any], events: list[StoredEvent]) -> bool:

@@ -295,9 +295,9 @@ class SQLiteStore(Store):
             # the GIL while it binds parameters, and the event loop waits for it meanwhile
             ids = list({w.response_id for w, _, _ in prepared})
             state = {
-                r[0]: (r[1], r[2], r[3])
+                r[0]: (r[1], r[2], r[3], r[4])
                 for r in c.execute(
-                    "SELECT id, lease_owner, status, cancel_requested FROM responses"
+                    "SELECT id, lease_owner, status, cancel_requested, last_seq FROM responses"
                     f" WHERE id IN ({','.join('?' * len(ids))})",
                     ids,
                 ).fetchall()
@@ -315,13 +315,18 @@ class SQLiteStore(Store):
                 if w.finish is not None and st[2] and not w.force and w.finish != Status.CANCELLED:
                     out.append(WriteResult.CANCEL_REQUESTED)
                     continue
+                if rows and (rows[0][1] <= st[3] or any(b[1] <= a[1] for a, b in zip(rows, rows[1:], strict=False))):
+                    out.append(WriteResult.FENCED)  # these positions are taken: refuse this write only
+                    continue
                 events.extend(rows)
                 last = rows[-1][1] if rows else None
+                new_last = st[3] if last is None else last
                 if w.finish is not None:
                     finishes.append((w.finish, body, last, now, w.response_id))
-                    state[w.response_id] = (None, w.finish, st[2])
+                    state[w.response_id] = (None, w.finish, st[2], new_last)
                 else:
                     progress.append((body, last, w.response_id))
+                    state[w.response_id] = (st[0], st[1], st[2], new_last)
                 out.append(WriteResult.OK)
             if events:
                 c.executemany("INSERT INTO events (response_id, seq, type, data) VALUES (?, ?, ?, ?)", events)
