@@ -8,6 +8,7 @@ claiming work. The worker then gets its grace period in the lifespan shutdown.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 from types import FrameType
 
@@ -41,4 +42,9 @@ def run(settings: Settings, router: Router, log_level: str = "info") -> None:
         timeout_graceful_shutdown=int(settings.grace_seconds) + 15,
         lifespan="on",
     )
+    # The heap is mostly long-lived (modules, the app); each request allocates short-lived
+    # dicts. Freezing what exists and collecting the young generation less often took the
+    # collector from about a tenth of the event loop's time on the create path to little.
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 1000)
     _Uvicorn(config, app.state.server).run()

@@ -189,53 +189,41 @@ class SQLiteStore(Store):
     async def create(
         self, record: ResponseRecord, events: list[StoredEvent], idempotency_key: str | None = None
     ) -> ResponseRecord:
-        body = record.body_json or orjson.dumps(record.body)
-        items = orjson.dumps(record.input_items)
-        req = orjson.dumps(record.request)
         last_seq = events[-1].seq if events else -1
-        lease_owner = record.lease_owner
-        lease_expires = record.lease_expires
+        row = (
+            record.id,
+            record.tenant,
+            record.status,
+            int(record.background),
+            record.body_json or orjson.dumps(record.body),
+            orjson.dumps(record.input_items),
+            orjson.dumps(record.request),
+            record.created_at,
+            time.time(),
+            last_seq,
+            record.lease_owner,
+            record.lease_expires,
+            record.attempts,
+            idempotency_key,
+        )
+        insert = _Insert(row, [(record.id, e.seq, e.type, e.data) for e in events])
+        if idempotency_key is None:
+            await self._write(insert)  # batched with the other plain creates of its round
+        else:
 
-        def run(c: sqlite3.Connection) -> ResponseRecord | None:
-            if idempotency_key is not None:
-                row = c.execute(
+            def run(c: sqlite3.Connection) -> ResponseRecord | None:
+                found = c.execute(
                     f"SELECT {_COLUMNS} FROM responses WHERE tenant = ? AND idempotency_key = ?",
                     (record.tenant, idempotency_key),
                 ).fetchone()
-                if row is not None:
-                    return _record(row)
-            now = time.time()
-            c.execute(
-                "INSERT INTO responses (id, tenant, status, background, body, input_items, request, created_at,"
-                " updated_at, last_seq, lease_owner, lease_expires, attempts, idempotency_key)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.id,
-                    record.tenant,
-                    record.status,
-                    int(record.background),
-                    body,
-                    items,
-                    req,
-                    record.created_at,
-                    now,
-                    last_seq,
-                    lease_owner,
-                    lease_expires,
-                    record.attempts,
-                    idempotency_key,
-                ),
-            )
-            if events:
-                c.executemany(
-                    "INSERT INTO events (response_id, seq, type, data) VALUES (?, ?, ?, ?)",
-                    [(record.id, e.seq, e.type, e.data) for e in events],
-                )
-            return None
+                if found is not None:
+                    return _record(found)
+                insert(c)
+                return None
 
-        existing = await self._write(run)
-        if existing is not None:
-            return existing
+            existing = await self._write(run)
+            if existing is not None:
+                return existing
         record.last_seq = last_seq
         return record
 
@@ -329,7 +317,7 @@ class SQLiteStore(Store):
                     state[w.response_id] = (st[0], st[1], st[2], new_last)
                 out.append(WriteResult.OK)
             if events:
-                c.executemany("INSERT INTO events (response_id, seq, type, data) VALUES (?, ?, ?, ?)", events)
+                c.executemany(_INSERT_EVENT, events)
             if progress:
                 c.executemany(
                     "UPDATE responses SET body = COALESCE(?, body), last_seq = COALESCE(?, last_seq) WHERE id = ?",
@@ -357,7 +345,7 @@ class SQLiteStore(Store):
                 (data, rows[-1][1] if rows else -1, time.time(), response_id, first - 1),
             ).rowcount
             if n:
-                c.executemany("INSERT INTO events (response_id, seq, type, data) VALUES (?, ?, ?, ?)", rows)
+                c.executemany(_INSERT_EVENT, rows)
             return n > 0
 
         return await self._write(run)
@@ -459,6 +447,31 @@ class SQLiteStore(Store):
         return await self._write(run)
 
 
+_INSERT_RESPONSE = (
+    "INSERT INTO responses (id, tenant, status, background, body, input_items, request, created_at,"
+    " updated_at, last_seq, lease_owner, lease_expires, attempts, idempotency_key)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_EVENT = "INSERT INTO events (response_id, seq, type, data) VALUES (?, ?, ?, ?)"
+
+
+class _Insert:
+    """A plain create: its row and first events, ready to bind. The writer inserts all the
+    creates of a round with two `executemany` calls (the writer holds the GIL while it binds,
+    so fewer calls leave more of it to the event loop)."""
+
+    __slots__ = ("events", "row")
+
+    def __init__(self, row: tuple[Any, ...], events: list[tuple[str, int, str, bytes]]) -> None:
+        self.row = row
+        self.events = events
+
+    def __call__(self, c: sqlite3.Connection) -> None:
+        c.execute(_INSERT_RESPONSE, self.row)
+        if self.events:
+            c.executemany(_INSERT_EVENT, self.events)
+
+
 def _run_batch(
     conn: sqlite3.Connection, batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]]
 ) -> list[tuple[bool, Any]]:
@@ -467,7 +480,13 @@ def _run_batch(
     savepoints: they cost more than the writes)."""
     try:
         conn.execute("BEGIN IMMEDIATE")
-        results: list[tuple[bool, Any]] = [(True, fn(conn)) for fn, _ in batch]
+        inserts = [fn for fn, _ in batch if type(fn) is _Insert]
+        if len(inserts) > 1:  # creates first: nothing else in a round can depend on them
+            conn.executemany(_INSERT_RESPONSE, [i.row for i in inserts])
+            conn.executemany(_INSERT_EVENT, [e for i in inserts for e in i.events])
+        results: list[tuple[bool, Any]] = [
+            (True, None if len(inserts) > 1 and type(fn) is _Insert else fn(conn)) for fn, _ in batch
+        ]
         conn.execute("COMMIT")
         return results
     except Exception as exc:
