@@ -22,27 +22,34 @@ import aiohttp
 from _procs import bgmode, start, stop
 
 
-async def one(session: aiohttp.ClientSession, url: str, body: dict[str, object], end: bytes) -> tuple[float, int]:
+async def one(
+    session: aiohttp.ClientSession, url: str, body: dict[str, object], end: bytes, token: bytes
+) -> tuple[float, int, float]:
     t0 = time.perf_counter()
     n = 0
+    first = 0.0
     async with session.post(url, json=body) as resp:
         resp.raise_for_status()
         async for line in resp.content:
             if line.startswith(b"data:"):
                 n += 1
+                if not first and token in line:
+                    first = time.perf_counter() - t0
                 if end in line:
                     break
-    return time.perf_counter() - t0, n
+    return time.perf_counter() - t0, n, first
 
 
-async def run(url: str, body: dict[str, object], end: bytes, streams: int) -> tuple[float, list[float], int]:
+async def run(
+    url: str, body: dict[str, object], end: bytes, token: bytes, streams: int
+) -> tuple[float, list[float], int, list[float]]:
     # aiohttp (a C parser) keeps the measuring client's own cost low: it shares the machine
     connector = aiohttp.TCPConnector(limit=streams + 10)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=300)) as session:
         t0 = time.perf_counter()
-        results = await asyncio.gather(*(one(session, url, body, end) for _ in range(streams)))
+        results = await asyncio.gather(*(one(session, url, body, end, token) for _ in range(streams)))
         wall = time.perf_counter() - t0
-    return wall, [r[0] for r in results], sum(r[1] for r in results)
+    return wall, [r[0] for r in results], sum(r[1] for r in results), [r[2] for r in results]
 
 
 def main() -> None:
@@ -72,7 +79,7 @@ def main() -> None:
             stop(up)
             raise
         try:
-            skip = (0.0, [0.0], 0)
+            skip = (0.0, [0.0], 0, [0.0])
             direct = (
                 skip
                 if a.only == "relayed"
@@ -81,6 +88,7 @@ def main() -> None:
                         "http://127.0.0.1:8311/v1/chat/completions",
                         {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
                         b"[DONE]",
+                        b'"content"',
                         a.streams,
                     )
                 )
@@ -93,16 +101,18 @@ def main() -> None:
                         "http://127.0.0.1:8312/v1/responses",
                         {"model": "m", "input": "hi", "background": True, "stream": True},
                         b'"response.completed"',
+                        b'"response.output_text.delta"',
                         a.streams,
                     )
                 )
             )
         finally:
             stop(server, up)
-    for name, (wall, each, events) in (("direct", direct), ("relayed", relayed)):
+    for name, (wall, each, events, ttft) in (("direct", direct), ("relayed", relayed)):
         print(
             f"{name:8s} wall {wall:6.2f}s  per stream median {statistics.median(each):5.2f}s "
-            f"max {max(each):5.2f}s  events {events}"
+            f"max {max(each):5.2f}s  first token median {statistics.median(ttft) * 1000:4.0f}ms "
+            f"max {max(ttft) * 1000:4.0f}ms  events {events}"
         )
     if not a.only:
         print(f"ratio (wall): {relayed[0] / direct[0]:.2f}x (target <= 1.10x)")

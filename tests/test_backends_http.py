@@ -12,15 +12,23 @@ import pytest
 from bgmode.backends.http import SSEEvent, error_message, iter_sse, public_url, retry_after
 
 
-async def lines(*items: str) -> AsyncIterator[str]:
+async def chunks(*items: bytes) -> AsyncIterator[bytes]:
     for item in items:
         yield item
 
 
 async def test_iter_sse_joins_data_lines_and_skips_comments() -> None:
-    source = lines(": keep-alive", "", "event: a", "data: {", "data: 1}", "", "data:[DONE]", "", "data: cut")
-    events = [e async for e in iter_sse(source)]
+    body = b": keep-alive\n\nevent: a\ndata: {\ndata: 1}\n\ndata:[DONE]\n\ndata: cut"
+    events = [e async for e in iter_sse(chunks(body))]
     assert events == [SSEEvent("a", "{\n1}"), SSEEvent("message", "[DONE]")]  # the cut event is dropped
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 1000])
+async def test_iter_sse_any_chunking_and_line_endings(size: int) -> None:
+    body = 'data: héllo\r\n\r\nevent: x\rdata: a\rdata: b\r\rdata: {"k": 1}\n\n'.encode()
+    pieces = [body[i : i + size] for i in range(0, len(body), size)]
+    events = [e async for e in iter_sse(chunks(*pieces))]
+    assert events == [SSEEvent("message", "héllo"), SSEEvent("x", "a\nb"), SSEEvent("message", '{"k": 1}')]
 
 
 @pytest.mark.parametrize(

@@ -26,11 +26,13 @@ import email.utils
 import logging
 import random
 import time
+import urllib.request
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
@@ -96,26 +98,53 @@ class SSEEvent:
     data: str
 
 
-async def iter_sse(lines: AsyncIterator[str]) -> AsyncIterator[SSEEvent]:
-    """Decode server-sent events from text lines (comments and `id:`/`retry:` are ignored)."""
-    event = ""
-    data: list[str] = []
-    async for line in lines:
-        if not line:
-            if data:
-                yield SSEEvent(event or "message", "\n".join(data))
-            event, data = "", []
+async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
+    """Decode server-sent events from the body's byte chunks (comments, `id:` and `retry:`
+    are ignored; an event cut off by the end of the body is dropped, per the SSE spec).
+
+    This is the relay's hottest loop, so it works on whole chunks: split at blank lines,
+    then a one-line `data:` event (what every model server sends per token) is taken apart
+    with two slices rather than line by line.
+    """
+    rest = b""
+    async for chunk in chunks:
+        buf = rest + chunk if rest else chunk
+        if b"\r" in buf:
+            # CRLF and lone CR end lines too; a CR at the very end may be half of a CRLF
+            tail = buf.endswith(b"\r")
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            if tail:
+                buf = buf[:-1] + b"\r"
+        if b"\n\n" not in buf:
+            rest = buf
             continue
-        if line.startswith(":"):
-            continue  # a comment: upstream keep-alives
-        name, _, value = line.partition(":")
+        *blocks, rest = buf.split(b"\n\n")
+        for block in blocks:
+            if block.startswith(b"data:") and b"\n" not in block:
+                value = block[6:] if block[5:6] == b" " else block[5:]
+                yield SSEEvent("message", value.decode("utf-8", "replace"))
+                continue
+            event = _block(block)
+            if event is not None:
+                yield event
+
+
+def _block(block: bytes) -> SSEEvent | None:
+    """One event's lines (the general case: `event:`, several `data:` lines, comments)."""
+    name = ""
+    data: list[str] = []
+    for raw in block.split(b"\n"):
+        line = raw.decode("utf-8", "replace")
+        if not line or line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
         if value.startswith(" "):
             value = value[1:]
-        if name == "data":
+        if field == "data":
             data.append(value)
-        elif name == "event":
-            event = value
-    # An event without its closing blank line is incomplete and, per the SSE spec, dropped.
+        elif field == "event":
+            name = value
+    return SSEEvent(name or "message", "\n".join(data)) if data else None
 
 
 def event_json(event: SSEEvent) -> Any:
@@ -183,6 +212,9 @@ class HTTPBackend(Backend):
         self.url = settings.base_url.rstrip("/") + self.path
         #: the endpoint as errors and logs may show it
         self.where = public_url(self.url)
+        #: from HTTP(S)_PROXY / NO_PROXY, read once: aiohttp's `trust_env` reads the
+        #: environment (and ~/.netrc) again for every request, ~0.5 ms each
+        self._proxy = _proxy_for(self.url)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.where!r})"
@@ -219,7 +251,9 @@ class HTTPBackend(Backend):
             while True:
                 progress = Progress()
                 try:
-                    async with self._http().post(self.url, data=body, headers=self._headers()) as response:
+                    async with self._http().post(
+                        self.url, data=body, headers=self._headers(), proxy=self._proxy
+                    ) as response:
                         if not 200 <= response.status < 300:
                             raise await self._status_failure(response)
                         if response.headers.get("content-type", "").startswith("application/json"):
@@ -228,7 +262,7 @@ class HTTPBackend(Backend):
                             raise UpstreamFailure(
                                 f"upstream {self.where} answered with JSON, not an event stream: {detail}"
                             )
-                        async for event in self.parse(iter_sse(_lines(response)), request, progress):
+                        async for event in self.parse(iter_sse(response.content.iter_any()), request, progress):
                             if isinstance(event, TextDelta):
                                 progress.deltas += 1
                                 progress.text.append(event.text)
@@ -278,7 +312,6 @@ class HTTPBackend(Backend):
             self._client = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout, sock_read=s.idle_timeout),
                 connector=aiohttp.TCPConnector(limit=s.max_concurrency or 0, keepalive_timeout=30),
-                trust_env=True,  # HTTP(S)_PROXY / NO_PROXY, as before
             )
         return self._client
 
@@ -344,22 +377,16 @@ class HTTPBackend(Backend):
         return UpstreamFailure(f"upstream {self.where} failed: {_describe(exc)}")
 
 
+def _proxy_for(url: str) -> str | None:
+    parts = urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
 def _describe(exc: BaseException) -> str:
     # aiohttp messages name the problem (and the host), never the request headers.
     return str(exc) or type(exc).__name__
-
-
-async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
-    """The body's text lines, however long (a `response.completed` event can be megabytes)."""
-    rest = b""
-    async for chunk in response.content.iter_any():
-        if rest:
-            chunk = rest + chunk
-        *lines, rest = chunk.split(b"\n")
-        for line in lines:
-            yield line.rstrip(b"\r").decode("utf-8", "replace")
-    if rest:
-        yield rest.rstrip(b"\r").decode("utf-8", "replace")
 
 
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
