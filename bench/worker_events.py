@@ -5,7 +5,9 @@
 The simulated model with no delay produces tokens as fast as the worker takes them; every
 event goes through the ResponseBuilder, the flusher's group commit into SQLite and the
 hub, exactly as in production. Reported: events persisted per second, counted from the
-stored logs (last sequence number + 1 of every response).
+stored logs (last sequence number + 1 of every response). With `--rounds N` it runs N rounds
+and prints the server's resident memory after each: it must stay flat, since nothing about
+a response is kept in memory once it ends.
 """
 
 from __future__ import annotations
@@ -49,15 +51,27 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--responses", type=int, default=100)
     ap.add_argument("--tokens", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=1)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         server = bgmode(8321, f"sqlite:///{d}/w.db", "--workers", str(a.responses))
         try:
-            wall, events = asyncio.run(main_async("http://127.0.0.1:8321/v1", a.responses, a.tokens))
+            for n in range(a.rounds):
+                wall, events = asyncio.run(main_async("http://127.0.0.1:8321/v1", a.responses, a.tokens))
+                print(
+                    f"round {n + 1}: {a.responses} responses x {a.tokens} tokens: {events} events in {wall:.2f}s"
+                    f" = {events / wall:,.0f} events/s generated and persisted; server RSS {rss_mib(server.pid):.0f} MiB"
+                )
         finally:
             stop(server)
-    print(f"{a.responses} responses x {a.tokens} tokens: {events} events in {wall:.2f}s")
-    print(f"events generated and persisted: {events / wall:,.0f}/s")
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 if __name__ == "__main__":
