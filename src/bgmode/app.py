@@ -18,9 +18,10 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from bgmode.config import Settings
 from bgmode.errors import APIError, BodyTooLarge, InvalidRequest, ServiceUnavailable, Unauthorized
@@ -112,9 +113,12 @@ class Server:
     # -- request helpers --------------------------------------------------------------------
 
     def tenant(self, request: Request) -> str:
+        return self.tenant_of(request.headers.get("authorization", ""))
+
+    def tenant_of(self, auth: str) -> str:
+        """The tenant an `Authorization` header value belongs to (401 without a valid key)."""
         if not self._keys:
             return "default"
-        auth = request.headers.get("authorization", "")
         scheme, _, given = auth.partition(" ")
         if scheme.lower() != "bearer" or not given:
             raise Unauthorized(
@@ -130,14 +134,14 @@ class Server:
             raise Unauthorized("Incorrect API key provided.", code="invalid_api_key")
         return found
 
-    async def json_body(self, request: Request) -> Any:
+    async def json_body(self, chunks_in: AsyncIterator[bytes], declared: str | None) -> Any:
+        """The request body parsed as JSON (None if empty); 413 past --max-body-bytes."""
         limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise BodyTooLarge(f"The request body is larger than {limit} bytes.", code="request_too_large")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
+        async for chunk in chunks_in:
             size += len(chunk)
             if size > limit:
                 raise BodyTooLarge(f"The request body is larger than {limit} bytes.", code="request_too_large")
@@ -155,20 +159,27 @@ class Server:
 
     # -- endpoints ---------------------------------------------------------------------------
 
-    async def create(self, request: Request) -> Response:
-        tenant = self.tenant(request)
-        if self.service.shutting_down.is_set():
-            raise ServiceUnavailable("The server is shutting down; retry.", headers={"Retry-After": "1"})
-        body = await self.json_body(request)
-        if body is None:
-            raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
-        created = await self.service.create(body, tenant, request.headers.get("idempotency-key"))
+    async def create(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`POST /v1/responses`, as a bare ASGI handler (see `App`)."""
+        headers = dict(scope["headers"])
+        try:
+            tenant = self.tenant_of(headers.get(b"authorization", b"").decode("latin-1"))
+            if self.service.shutting_down.is_set():
+                raise ServiceUnavailable("The server is shutting down; retry.", headers={"Retry-After": "1"})
+            declared = headers.get(b"content-length")
+            body = await self.json_body(_body_chunks(receive), declared.decode("latin-1") if declared else None)
+            if body is None:
+                raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+            idem = headers.get(b"idempotency-key")
+            created = await self.service.create(body, tenant, idem.decode("latin-1") if idem else None)
+        except APIError as exc:
+            await _send_json(send, exc.status_code, exc.to_json(), exc.headers)
+            return
         if created.stream is not None:
-            return EventStream(created.stream)
+            await EventStream(created.stream)(scope, receive, send)
+            return
         rec = created.record
-        if rec.body_json is not None:
-            return Response(rec.body_json, media_type="application/json")
-        return JSON(rec.body)
+        await _send_json(send, 200, rec.body_json or orjson.dumps(rec.body))
 
     async def retrieve(self, request: Request) -> Response:
         tenant = self.tenant(request)
@@ -231,6 +242,55 @@ class Server:
         return JSON(OPENAPI)
 
 
+class App:
+    """The ASGI app: the hot `POST /v1/responses` goes straight to its handler; everything
+    else (and the lifespan) goes through Starlette.
+
+    Starlette's layers (error middleware, exception middleware, router, Request and Response
+    objects, two send wrappers) cost a create about as much as all of bgmode's own work
+    measured here (`bench/creates.py`); the handler gives the same responses and errors.
+    """
+
+    def __init__(self, server: Server, starlette: Starlette) -> None:
+        self.server = server
+        self.starlette = starlette
+        self.state = starlette.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v1/responses" and scope["method"] == "POST":
+            try:
+                await self.server.create(scope, receive, send)
+            except ClientDisconnect:
+                pass  # gone before its body arrived: nothing was created
+            except Exception:
+                log.exception("unhandled error on POST /v1/responses")
+                err = APIError("The server had an error while processing your request.")
+                with contextlib.suppress(Exception):  # the response may have started
+                    await _send_json(send, 500, err.to_json())
+            return
+        await self.starlette(scope, receive, send)
+
+
+async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def _send_json(send: Send, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if headers:
+        raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
 def _flag(raw: str | None, name: str) -> bool:
     if raw is None:
         return False
@@ -278,11 +338,10 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return Response(err.to_json(), 500, None, "application/json")
 
 
-def create_app(settings: Settings | None = None, router: Router | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, router: Router | None = None) -> App:
     """The ASGI app for `settings` (the store is opened by the app's lifespan)."""
     server = Server(settings or Settings(), router)
     routes = [
-        Route("/v1/responses", server.create, methods=["POST"]),
         Route("/v1/responses/{response_id}", server.retrieve, methods=["GET"]),
         Route("/v1/responses/{response_id}", server.delete, methods=["DELETE"]),
         Route("/v1/responses/{response_id}/cancel", server.cancel, methods=["POST"]),
@@ -298,4 +357,4 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
         exception_handlers={APIError: _api_error, HTTPException: _http_error, Exception: _server_error},
     )
     app.state.server = server
-    return app
+    return App(server, app)

@@ -41,6 +41,8 @@ def run(settings: Settings, router: Router, log_level: str = "info") -> None:
         http="httptools" if importlib.util.find_spec("httptools") else "h11",
         timeout_graceful_shutdown=int(settings.grace_seconds) + 15,
         lifespan="on",
+        # bgmode uses no client address; parsing X-Forwarded-* costs every request
+        proxy_headers=False,
     )
     # The heap is mostly long-lived (modules, the app); each request allocates short-lived
     # dicts. Freezing what exists and collecting the young generation less often took the
