@@ -51,17 +51,6 @@ class Server:
         self.router = router or Router.simulated()
         self.store = store or open_store(settings.store_url)
         self.hub = Hub()
-        self.service = Service(
-            self.store,
-            self.hub,
-            self.router,
-            Limits(
-                max_queued=settings.max_queued,
-                max_queued_per_tenant=settings.max_queued_per_key,
-                keepalive_seconds=settings.keepalive_seconds,
-                lease_seconds=settings.lease_seconds,
-            ),
-        )
         self.worker = Worker(
             self.store,
             self.router,
@@ -72,6 +61,18 @@ class Server:
                 heartbeat_seconds=settings.heartbeat_seconds,
                 grace_seconds=settings.grace_seconds,
             ),
+        )
+        self.service = Service(
+            self.store,
+            self.hub,
+            self.router,
+            Limits(
+                max_queued=settings.max_queued,
+                max_queued_per_tenant=settings.max_queued_per_key,
+                keepalive_seconds=settings.keepalive_seconds,
+                lease_seconds=settings.lease_seconds,
+            ),
+            self.worker if settings.workers > 0 else None,
         )
         self._keys = [(k.encode(), t) for k, t in settings.api_keys.items()]
         self._sweeper: asyncio.Task[None] | None = None

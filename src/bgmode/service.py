@@ -45,11 +45,15 @@ class Created:
 
 
 class Service:
-    def __init__(self, store: Store, hub: Hub, router: Router, limits: Limits | None = None) -> None:
+    def __init__(
+        self, store: Store, hub: Hub, router: Router, limits: Limits | None = None, worker: Worker | None = None
+    ) -> None:
         self.store = store
         self.hub = hub
         self.router = router
         self.limits = limits or Limits()
+        #: this process's worker, if it runs one: it may take new responses directly
+        self.worker = worker
         self.shutting_down = asyncio.Event()
         self._owner = f"api:{new_id('x')[2:14]}"
 
@@ -96,8 +100,24 @@ class Service:
             created_at=now,
             body_json=body_json,
         )
-        record = await self.store.create(record, events, idempotency_key)
-        self.hub.wake_workers()
+        reserved = self.worker is not None and self.worker.reserve()
+        if reserved:  # created already leased to this process's worker: it starts at once
+            assert self.worker is not None
+            record.status = Status.IN_PROGRESS.value
+            record.lease_owner = self.worker.worker_id
+            record.lease_expires = now + self.worker.config.lease_seconds
+            record.attempts = 1
+        try:
+            stored = await self.store.create(record, events, idempotency_key)
+        except BaseException:
+            if self.worker is not None and reserved:
+                self.worker.run_reserved(None)
+            raise
+        if self.worker is not None and reserved:
+            self.worker.run_reserved(stored if stored is record else None)
+        else:
+            self.hub.wake_workers()
+        record = stored
         stream = self.tail(record.id, -1) if req.stream else None
         return Created(record, stream)
 

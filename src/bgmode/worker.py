@@ -110,6 +110,10 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._claiming = True
         self._slots_free = asyncio.Event()
+        #: slots promised to responses being created in this process (see `reserve`)
+        self._reserved = 0
+        #: the last claim found the queue empty: nothing older waits
+        self._queue_empty = False
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -244,7 +248,7 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         while self._claiming:
-            free = self.config.concurrency - len(self._runners)
+            free = self.config.concurrency - len(self._runners) - self._reserved
             if free <= 0:
                 self._slots_free.clear()
                 await self._slots_free.wait()
@@ -255,6 +259,7 @@ class Worker:
             except Exception:
                 log.exception("claiming failed")
                 records = []
+            self._queue_empty = len(records) < free
             for rec in records:
                 self._spawn(rec)
             if records and len(records) == free:
@@ -266,6 +271,25 @@ class Worker:
             _, pending = await asyncio.wait({waiter, local}, return_when=asyncio.FIRST_COMPLETED)
             for t in pending:
                 t.cancel()
+
+    def reserve(self) -> bool:
+        """Promise a slot to a response this process is creating, if one is free and nothing
+        older waits in the queue: it is then created already leased to this worker and runs
+        at once, with no claim round trip (see `Service.create`). Settle with `run_reserved`."""
+        if not self._claiming or not self._queue_empty:
+            return False
+        if len(self._runners) + self._reserved >= self.config.concurrency:
+            return False
+        self._reserved += 1
+        return True
+
+    def run_reserved(self, rec: ResponseRecord | None) -> None:
+        """Run the response a `reserve` was for (None: it was not created; free the slot)."""
+        self._reserved -= 1
+        if rec is not None:
+            self._spawn(rec)
+        else:
+            self._slots_free.set()
 
     def _spawn(self, rec: ResponseRecord) -> None:
         t = asyncio.create_task(self._run(rec), name=f"bgmode-run-{rec.id}")
