@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from bgmode.backends.http import SSEEvent, error_message, iter_sse, public_url, retry_after
+from bgmode.backends.http import SSEEvent, error_message, iter_sse, public_url
+from bgmode.retry_after import retry_after
 
 
 async def chunks(*items: bytes) -> AsyncIterator[bytes]:

@@ -22,13 +22,11 @@ events into deltas (`build_body`, `parse`).
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import random
-import time
 import urllib.request
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -48,6 +46,7 @@ from bgmode.backends.base import (
     Usage,
     estimate_tokens,
 )
+from bgmode.retry_after import retry_after
 
 log = logging.getLogger("bgmode.upstream")
 
@@ -425,25 +424,3 @@ def error_message(body: bytes) -> str:
     if len(message) > MAX_ERROR_MESSAGE:
         message = message[:MAX_ERROR_MESSAGE] + "…"
     return message
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait as the upstream asks (`retry-after-ms`, `retry-after` seconds or date)."""
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return float(raw_ms) / 1000
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())

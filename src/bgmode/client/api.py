@@ -24,7 +24,6 @@ into JSON lines or a live view.
 
 from __future__ import annotations
 
-import email.utils
 import os
 import random
 import time
@@ -46,6 +45,7 @@ from bgmode.client.defaults import (
 )
 from bgmode.client.ledger import Ledger
 from bgmode.client.outcome import TERMINAL_STATUSES
+from bgmode.retry_after import retry_after
 
 #: receives every progress event: (event name, fields)
 EventSink = Callable[[str, dict[str, Any]], None]
@@ -180,25 +180,7 @@ class Backoff:
 
 
 def _retry_after(err: openai.APIStatusError) -> float | None:
-    headers = err.response.headers
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return max(0.0, float(raw_ms) / 1000)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    return retry_after(err.response.headers)
 
 
 def _retryable(err: BaseException) -> tuple[bool, float | None, int | None]:
