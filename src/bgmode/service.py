@@ -267,15 +267,12 @@ class Service:
                 # the fast path: committed batches handed over by this process's worker
                 while (self.hub.running_here(response_id) or not live.empty()) and not self.shutting_down.is_set():
                     wait = min(1.0, max(0.0, keepalive - (time.monotonic() - idle_since)))
-                    try:
-                        batch = await asyncio.wait_for(live.get(), timeout=wait)
-                    except TimeoutError:
+                    batch = await live.wait(wait)  # everything delivered so far: one send
+                    if not batch:
                         if time.monotonic() - idle_since >= keepalive:
                             yield KEEPALIVE
                             idle_since = time.monotonic()
                         continue
-                    while not live.empty():  # everything already delivered goes out in one send
-                        batch = batch + live.get_nowait()
                     before = last
                     chunk, last, done = _frames(batch, last)
                     if chunk:
@@ -357,10 +354,7 @@ class Service:
                 if left <= 0:
                     return None
                 if self.hub.running_here(response_id):
-                    try:
-                        await asyncio.wait_for(live.get(), timeout=min(left, 0.5))
-                    except TimeoutError:
-                        pass
+                    await live.wait(min(left, 0.5))
                 else:
                     await self.store.wait_for_events(response_id, rec.last_seq, min(left, 0.1))
 
