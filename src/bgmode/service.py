@@ -117,8 +117,10 @@ class Service:
             self.worker.run_reserved(stored if stored is record else None)
         else:
             self.hub.wake_workers()
-        record = stored
-        stream = self.tail(record.id, -1) if req.stream else None
+        stored_new, record = record, stored
+        stream = None
+        if req.stream:  # a new response's first events are known: no need to read them back
+            stream = self.tail(record.id, -1, events if record is stored_new else None)
         return Created(record, stream)
 
     async def _check_queue_limits(self, tenant: str) -> None:
@@ -243,18 +245,22 @@ class Service:
             )
         return self.tail(response_id, -1 if starting_after is None else starting_after)
 
-    async def tail(self, response_id: str, after: int) -> AsyncIterator[bytes]:
+    async def tail(self, response_id: str, after: int, first: list[StoredEvent] | None = None) -> AsyncIterator[bytes]:
         """Replay stored events after `after`, then follow live ones until the terminal event.
 
         Live events come from the hub when this process runs the response, else from the
-        store (re-read on its wake-ups). Idle streams get a keep-alive comment.
+        store (re-read on its wake-ups). Idle streams get a keep-alive comment. `first`: the
+        committed events that follow `after`, when the caller has them (a create's own).
         """
         keepalive = self.limits.keepalive_seconds
         last = after
         with self.hub.subscribe(response_id) as live:
             idle_since = time.monotonic()
             while not self.shutting_down.is_set():
-                page = await self.store.events_after(response_id, last, 1000)
+                if first is not None:
+                    page, first = first, None
+                else:
+                    page = await self.store.events_after(response_id, last, 1000)
                 if page:
                     chunk, last, done = _frames(page, last)
                     yield chunk
