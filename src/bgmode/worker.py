@@ -153,7 +153,8 @@ class Worker:
         self._tasks = []
 
     async def _drain_writes(self) -> None:
-        while self._pending:
+        """Wait until everything handed to the flusher so far is written."""
+        while self._pending or self._dirty:
             fut: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
             self._pending.append(_Pending(Write("", []), None, fut))
             self._pending_ready.set()
