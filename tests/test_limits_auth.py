@@ -135,7 +135,8 @@ def test_retention_sweeps_event_logs_then_responses(make_server: type[BgmodeServ
 
 @pytest.fixture
 def keyed(make_server: type[BgmodeServer]) -> BgmodeServer:
-    return make_server(args=["--api-keys", "key-alice:alice,key-bob:bob"]).start()
+    # debug logging, so that "keys are never logged" is checked against everything the server says
+    return make_server(args=["--api-keys", "key-alice:alice,key-bob:bob", "--log-level", "debug"]).start()
 
 
 def test_missing_or_wrong_key_is_401(keyed: BgmodeServer) -> None:
@@ -165,6 +166,7 @@ def test_other_tenants_get_404_everywhere(keyed: BgmodeServer) -> None:
     assert err.value.code == "previous_response_not_found"  # type: ignore[attr-defined]
     assert alice.responses.retrieve(r.id).id == r.id  # still alice's, untouched
     assert alice.responses.cancel(r.id).status == "cancelled"
+    assert "key-alice" not in keyed.log() and "key-bob" not in keyed.log()  # keys are never logged
 
 
 def test_non_loopback_without_keys_refuses_to_start() -> None:

@@ -57,6 +57,34 @@ async def test_async_client_create_poll_cancel(aclient: AsyncOpenAI) -> None:
     assert (await aclient.responses.retrieve(r.id)).status == "cancelled"
 
 
+async def test_async_client_stream_drop_and_resume(aclient: AsyncOpenAI) -> None:
+    stream = await aclient.responses.create(
+        model="m", input="async resume", background=True, stream=True, metadata={"sim_output_tokens": "40"}
+    )
+    seen = []
+    async for ev in stream:
+        seen.append(ev)
+        if ev.type == "response.output_text.delta":
+            break
+    await stream.close()  # the connection drops mid-response
+    rid = seen[0].response.id  # type: ignore[union-attr]
+    rest = [
+        ev async for ev in await aclient.responses.retrieve(rid, stream=True, starting_after=seen[-1].sequence_number)
+    ]
+    whole = seen + rest
+    assert [e.sequence_number for e in whole] == list(range(len(whole)))
+    assert rest[-1].type == "response.completed"
+    assert deltas_text(whole) == (await aclient.responses.retrieve(rid)).output_text
+
+
+async def test_async_stream_helper_final_response(aclient: AsyncOpenAI) -> None:
+    r = await aclient.responses.create(model="m", input="async helper", background=True)
+    async with aclient.responses.stream(response_id=r.id) as stream:
+        final = await stream.get_final_response()
+    assert final.status == "completed"
+    assert final.output_text == (await aclient.responses.retrieve(r.id)).output_text
+
+
 def test_background_stream_event_order_and_sequence(client: OpenAI) -> None:
     events = list(client.responses.create(model="m", input="hello", background=True, stream=True))
     types = [e.type for e in events]
