@@ -273,7 +273,7 @@ class App:
 
 
 async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
-    while True:
+    while True:  # an async generator, but a small body comes in one message: one step
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnect()

@@ -66,7 +66,10 @@ class Service:
                 f"The model `{req.model}` does not exist or you do not have access to it.",
                 code="model_not_found",
             )
-        context = await self._context(req, tenant)
+        if req.previous_response_id:
+            context = await self._context(req, tenant)
+        else:  # stored input items always hold exactly one text part (protocol._message_item)
+            context = [[it["role"], it["content"][0]["text"]] for it in req.input_items]
         response_id = new_id("resp")
         now = time.time()
         request = {
@@ -85,7 +88,8 @@ class Service:
         if not req.background:
             return await self._create_sync(req, response_id, int(now), tenant, request)
 
-        await self._check_queue_limits(tenant)
+        if self.limits.max_queued or self.limits.max_queued_per_tenant:
+            await self._check_queue_limits(tenant)
         builder = ResponseBuilder(response_object(req, response_id, int(now), Status.QUEUED.value), 0)
         body_json = orjson.dumps(builder.body)
         events = [builder.lifecycle("response.created", body_json), builder.lifecycle("response.queued", body_json)]
