@@ -152,7 +152,8 @@ class FakeUpstream:
     async def _serve(self, port: int) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        server = await asyncio.start_server(self._handle, "127.0.0.1", port)
+        # a deep accept queue: hundreds of streams connect at once in bench/relay.py
+        server = await asyncio.start_server(self._handle, "127.0.0.1", port, backlog=2048)
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         async with server:

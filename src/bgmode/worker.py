@@ -293,7 +293,12 @@ class Worker:
             self._slots_free.set()
 
     def _spawn(self, rec: ResponseRecord) -> None:
-        t = asyncio.create_task(self._run(rec), name=f"bgmode-run-{rec.id}")
+        # registered before the task first runs: a reader or a cancel arriving in between
+        # already finds the response running here
+        job = Job(rec.id)
+        self.jobs[rec.id] = job
+        self.hub.register_job(rec.id, lambda: self._cancel_local(job))
+        t = asyncio.create_task(self._run(job, rec), name=f"bgmode-run-{rec.id}")
         self._runners.add(t)
         t.add_done_callback(self._runner_done)
 
@@ -305,10 +310,7 @@ class Worker:
 
     # -- running one response ---------------------------------------------------------------
 
-    async def _run(self, rec: ResponseRecord) -> None:
-        job = Job(rec.id)
-        self.jobs[rec.id] = job
-        self.hub.register_job(rec.id, lambda: self._cancel_local(job))
+    async def _run(self, job: Job, rec: ResponseRecord) -> None:
         try:
             await self._execute(job, rec)
         finally:
