@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import queue
 import sqlite3
@@ -29,7 +28,6 @@ from bgmode.records import TERMINAL_VALUES, ResponseRecord, Status, StoredEvent
 from bgmode.store.base import Store, Write, WriteResult
 
 T = TypeVar("T")
-log = logging.getLogger("bgmode.store")
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -70,8 +68,6 @@ _COLUMNS = (
     "cancel_requested, lease_owner, lease_expires, attempts, events_purged"
 )
 _MAX_BATCH = 512
-#: how often the checkpoint thread copies the WAL back into the database
-_CHECKPOINT_SECONDS = 0.5
 
 
 def _record(row: tuple[Any, ...]) -> ResponseRecord:
@@ -117,8 +113,6 @@ class SQLiteStore(Store):
         self._writes: queue.SimpleQueue[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]] | None]
         self._writes = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
-        self._checkpointer: threading.Thread | None = None
-        self._stop_checkpoints = threading.Event()
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bgmode-sqlite-read")
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
@@ -133,46 +127,19 @@ class SQLiteStore(Store):
         conn = _connect(self.path)
         conn.executescript(SCHEMA)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        # Checkpoints (copying the WAL back into the database, with an fsync) would otherwise
-        # run inside whichever commit crosses the threshold and stall every write behind it;
-        # a thread of their own runs them beside the writer instead.
-        conn.execute("PRAGMA wal_autocheckpoint=0")
         self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="bgmode-sqlite-write", daemon=True)
         self._writer.start()
-        if self.path != ":memory:":
-            self._checkpointer = threading.Thread(
-                target=self._checkpoint_loop, name="bgmode-sqlite-checkpoint", daemon=True
-            )
-            self._checkpointer.start()
 
     async def close(self) -> None:
         if self._writer is not None:
             self._writes.put(None)
             await asyncio.to_thread(self._writer.join)
             self._writer = None
-        if self._checkpointer is not None:
-            self._stop_checkpoints.set()
-            await asyncio.to_thread(self._checkpointer.join)
-            self._checkpointer = None
         self._readers.shutdown(wait=True)
         with self._lock:
             for c in self._reader_conns:
                 c.close()
             self._reader_conns.clear()
-
-    def _checkpoint_loop(self) -> None:
-        conn = _connect(self.path)
-        try:
-            while not self._stop_checkpoints.wait(_CHECKPOINT_SECONDS):
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error:
-                    log.warning("WAL checkpoint failed; retrying", exc_info=True)
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error:
-            log.warning("final WAL checkpoint failed", exc_info=True)
-        finally:
-            conn.close()
 
     def _write_loop(self, conn: sqlite3.Connection) -> None:
         stop = False
