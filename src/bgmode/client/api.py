@@ -658,29 +658,18 @@ class BackgroundClient:
 
     def get(self, response_id: str, *, timeout: float | None = None) -> Response:
         """Retrieve `response_id` once (transient failures retried until `timeout`)."""
-        self.response_id = response_id
-        try:
-            response = self._call(
-                "retrieve",
-                lambda: self.openai.responses.retrieve(response_id),
-                deadline=self._deadline(timeout),
-            )
-        except openai.NotFoundError as err:
-            raise self._not_found(response_id, err) from err
-        except openai.APIStatusError as err:
-            raise RequestRejected(describe_error(err), status_code=err.status_code, response_id=response_id) from err
-        self._set_status(response.status)
-        return response
+        return self._one_shot("retrieve", response_id, lambda: self.openai.responses.retrieve(response_id), timeout)
 
     def cancel(self, response_id: str, *, timeout: float | None = None) -> Response:
         """Cancel `response_id` (idempotent on the server); return the Response."""
+        return self._one_shot("cancel", response_id, lambda: self.openai.responses.cancel(response_id), timeout)
+
+    def _one_shot(
+        self, operation: str, response_id: str, call: Callable[[], Response], timeout: float | None
+    ) -> Response:
         self.response_id = response_id
         try:
-            response = self._call(
-                "cancel",
-                lambda: self.openai.responses.cancel(response_id),
-                deadline=self._deadline(timeout),
-            )
+            response = self._call(operation, call, deadline=self._deadline(timeout))
         except openai.NotFoundError as err:
             raise self._not_found(response_id, err) from err
         except openai.APIStatusError as err:
