@@ -7,43 +7,10 @@ import time
 import openai
 from openai import OpenAI
 
+from tests.sdk import TERMINAL, check_log, replay
 from tests.serving import BgmodeServer
 
-TERMINAL = {"completed", "failed", "cancelled", "incomplete"}
 FAST_LEASES = ["--lease-seconds", "1.5"]
-
-
-def replay(client: OpenAI, rid: str, after: int | None = None) -> list[object]:
-    if after is None:
-        stream = client.responses.retrieve(rid, stream=True)
-    else:
-        stream = client.responses.retrieve(rid, stream=True, starting_after=after)
-    with stream as s:
-        return list(s)
-
-
-def deltas(events: list[object]) -> str:
-    return "".join(getattr(e, "delta", "") for e in events if getattr(e, "type", "") == "response.output_text.delta")
-
-
-def check_log(client: OpenAI, rid: str) -> tuple[str, list[object]]:
-    """Every log is 0..n without gaps or duplicates, ends with exactly one terminal event, and a
-    completed response's output is the concatenation of its deltas."""
-    events = replay(client, rid)
-    seqs = [e.sequence_number for e in events]  # type: ignore[attr-defined]
-    assert seqs == list(range(len(seqs))), f"{rid}: {seqs}"
-    terminal = [
-        e
-        for e in events
-        if getattr(e, "type", "")
-        in ("response.completed", "response.failed", "response.incomplete", "response.cancelled")
-    ]
-    assert len(terminal) == 1 and terminal[0] is events[-1]
-    r = client.responses.retrieve(rid)
-    assert r.status in TERMINAL
-    if r.status == "completed":
-        assert r.output_text == deltas(events)
-    return r.status, events
 
 
 def wait_terminal(client: OpenAI, rid: str, timeout: float = 90) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from openai import OpenAI
 
+from tests.sdk import check_log, deltas, replay, seqs
 from tests.serving import BgmodeServer
 
 pytest_plugins = ("tests.pg",)
@@ -20,9 +21,6 @@ pytestmark = pytest.mark.postgres
 # Tests take `pg_database_url` before `make_server`: fixtures are torn down in reverse, so the
 # servers are killed before their database is dropped.
 
-TERMINAL = {"completed", "failed", "cancelled", "incomplete"}
-TERMINAL_TYPES = {"response.completed", "response.failed", "response.incomplete", "response.cancelled"}
-
 
 def sim(tokens: int, delay_ms: int) -> dict[str, str]:
     return {"sim_output_tokens": str(tokens), "sim_token_delay_ms": str(delay_ms)}
@@ -30,32 +28,6 @@ def sim(tokens: int, delay_ms: int) -> dict[str, str]:
 
 def client_for(server: BgmodeServer) -> OpenAI:
     return OpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=60)
-
-
-def stream(client: OpenAI, rid: str, after: int | None = None) -> list[Any]:
-    """Replay, then follow, a response's events until its terminal event."""
-    if after is None:
-        s = client.responses.retrieve(rid, stream=True)
-    else:
-        s = client.responses.retrieve(rid, stream=True, starting_after=after)
-    with s as events:
-        return list(events)
-
-
-def seqs(events: list[Any]) -> list[int]:
-    return [e.sequence_number for e in events]
-
-
-def text(events: list[Any]) -> str:
-    return "".join(e.delta for e in events if e.type == "response.output_text.delta")
-
-
-def check_complete_log(client: OpenAI, rid: str) -> list[Any]:
-    events = stream(client, rid)
-    assert seqs(events) == list(range(len(events))), rid
-    assert events[-1].type in TERMINAL_TYPES
-    assert [e.type for e in events].count(events[-1].type) == 1
-    return events
 
 
 def wait_status(client: OpenAI, rid: str, statuses: set[str], timeout: float = 60) -> str:
@@ -77,11 +49,11 @@ def test_created_on_one_server_served_by_another(pg_database_url: str, make_serv
         ca.responses.create(model="m", input=f"hello {i}", background=True, metadata=sim(30, 2)).id for i in range(12)
     ]
     for rid in ids:
-        events = check_complete_log(cb, rid)  # B follows, wherever it runs
+        events = check_log(cb, rid)[1]  # B follows, wherever it runs
         assert events[-1].type == "response.completed"
         got = cb.responses.retrieve(rid)
         assert got.status == "completed"
-        assert got.output_text == text(events) != ""
+        assert got.output_text == deltas(events) != ""
         assert ca.responses.retrieve(rid).output_text == got.output_text
 
 
@@ -101,12 +73,12 @@ def test_stream_on_b_replays_and_follows_a_response_running_on_a(
                 break
     assert seqs(head) == list(range(len(head)))
     n = head[-1].sequence_number
-    tail = stream(cb, r.id, after=n)
+    tail = replay(cb, r.id, after=n)
     assert seqs(tail) == list(range(n + 1, n + 1 + len(tail)))
     assert tail[-1].type == "response.completed"
-    full = check_complete_log(cb, r.id)
+    full = check_log(cb, r.id)[1]
     assert seqs(full) == seqs(head) + seqs(tail)
-    assert text(full) == text(head) + text(tail) == cb.responses.retrieve(r.id).output_text
+    assert deltas(full) == deltas(head) + deltas(tail) == cb.responses.retrieve(r.id).output_text
 
 
 def test_cancel_through_another_server(pg_database_url: str, make_server: type[BgmodeServer]) -> None:
@@ -122,12 +94,12 @@ def test_cancel_through_another_server(pg_database_url: str, make_server: type[B
     # running on A: B flags it, A's worker learns of it and finishes it cancelled
     assert cb.responses.cancel(running.id).status == "cancelled"
     for rid in (queued.id, running.id):
-        events = check_complete_log(cb, rid)
+        events = check_log(cb, rid)[1]
         assert events[-1].type == "response.cancelled"
         assert ca.responses.retrieve(rid).status == "cancelled"
     # A's worker is free again and picks up new work
     later = ca.responses.create(model="m", input="after", background=True, metadata=sim(10, 1))
-    assert check_complete_log(cb, later.id)[-1].type == "response.completed"
+    assert check_log(cb, later.id)[1][-1].type == "response.completed"
 
 
 def test_a_killed_worker_process_is_settled_by_another(pg_database_url: str, make_server: type[BgmodeServer]) -> None:
@@ -148,11 +120,11 @@ def test_a_killed_worker_process_is_settled_by_another(pg_database_url: str, mak
     assert c.proc is not None
     # C reaps A's lost responses (output had begun: failed) and runs the queued ones
     for rid in started:
-        events = check_complete_log(cb, rid)
+        events = check_log(cb, rid)[1]
         assert events[-1].type == "response.failed"
         assert cb.responses.retrieve(rid).status == "failed"
     for rid in waiting:
-        assert check_complete_log(cb, rid)[-1].type == "response.completed"
+        assert check_log(cb, rid)[1][-1].type == "response.completed"
 
 
 def test_api_only_server_with_a_separate_worker_server(pg_database_url: str, make_server: type[BgmodeServer]) -> None:
@@ -164,5 +136,5 @@ def test_api_only_server_with_a_separate_worker_server(pg_database_url: str, mak
     assert {capi.responses.retrieve(rid).status for rid in ids} == {"queued"}  # nobody runs them yet
     make_server(pg_database_url, args=["--workers", "3"]).start()
     for rid in ids:  # all run on the worker server; followed through the API-only one
-        assert check_complete_log(capi, rid)[-1].type == "response.completed"
+        assert check_log(capi, rid)[1][-1].type == "response.completed"
         assert capi.responses.retrieve(rid).status == "completed"

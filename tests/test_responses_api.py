@@ -8,9 +8,9 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 from openai.types.responses import Response
 
+from tests.sdk import TERMINAL, deltas
 from tests.serving import BgmodeServer
 
-TERMINAL = {"completed", "failed", "cancelled", "incomplete"}
 SLOW = {"sim_output_tokens": "2000", "sim_token_delay_ms": "20"}
 
 
@@ -22,10 +22,6 @@ def wait_done(client: OpenAI, response_id: str) -> Response:
     r = client.responses.retrieve(response_id)
     assert r.status in TERMINAL
     return r
-
-
-def deltas_text(events: list[object]) -> str:
-    return "".join(e.delta for e in events if getattr(e, "type", "") == "response.output_text.delta")  # type: ignore[attr-defined]
 
 
 # -- the guide's flows ------------------------------------------------------------------------
@@ -74,7 +70,7 @@ async def test_async_client_stream_drop_and_resume(aclient: AsyncOpenAI) -> None
     whole = seen + rest
     assert [e.sequence_number for e in whole] == list(range(len(whole)))
     assert rest[-1].type == "response.completed"
-    assert deltas_text(whole) == (await aclient.responses.retrieve(rid)).output_text
+    assert deltas(whole) == (await aclient.responses.retrieve(rid)).output_text
 
 
 async def test_async_stream_helper_final_response(aclient: AsyncOpenAI) -> None:
@@ -104,7 +100,7 @@ def test_background_stream_event_order_and_sequence(client: OpenAI) -> None:
     assert [e.sequence_number for e in events] == list(range(len(events)))
     assert events[0].response.status == "queued"  # type: ignore[union-attr]
     final = events[-1].response  # type: ignore[union-attr]
-    assert final.output_text == deltas_text(events)
+    assert final.output_text == deltas(events)
     assert client.responses.retrieve(final.id).output_text == final.output_text
 
 
@@ -130,7 +126,7 @@ def test_resume_with_starting_after_after_dropped_connection(client: OpenAI) -> 
     assert resumed[-1].type == "response.completed"
     all_events = seen + resumed
     assert [e.sequence_number for e in all_events] == list(range(len(all_events)))
-    assert deltas_text(all_events) == client.responses.retrieve(rid).output_text
+    assert deltas(all_events) == client.responses.retrieve(rid).output_text
 
 
 def test_stream_helper_by_response_id_and_final_response(client: OpenAI) -> None:
@@ -149,7 +145,7 @@ def test_any_background_response_can_be_streamed_from_zero(client: OpenAI) -> No
     with client.responses.retrieve(r.id, stream=True) as replay:
         events = list(replay)
     assert events[0].type == "response.created" and events[0].sequence_number == 0
-    assert deltas_text(events) == done.output_text
+    assert deltas(events) == done.output_text
 
 
 def test_client_disconnect_does_not_cancel(client: OpenAI) -> None:
@@ -205,7 +201,7 @@ def test_cancel_in_progress_ends_stream_with_cancelled(client: OpenAI) -> None:
     assert again.status == "cancelled"
     final = client.responses.retrieve(rid)
     assert final.status == "cancelled"
-    assert final.output_text == deltas_text(events + rest)
+    assert final.output_text == deltas(events + rest)
 
 
 def test_cancel_queued_with_no_workers(make_server: type[BgmodeServer]) -> None:
