@@ -28,6 +28,7 @@ from bgmode.errors import APIError, BodyTooLarge, InvalidRequest, ServiceUnavail
 from bgmode.hub import Hub
 from bgmode.openapi import OPENAPI
 from bgmode.routing import Router
+from bgmode.sealing import Sealer
 from bgmode.service import Limits, Service
 from bgmode.sse import EventStream
 from bgmode.store import Store, open_store
@@ -85,6 +86,9 @@ class Server:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.store.open()
+        key = self.settings.reasoning_key
+        sealer = Sealer(key.encode() if key else await self.store.secret("reasoning", Sealer.generate_key()))
+        self.service.sealer = self.worker.sealer = sealer
         await self.worker.start()
         self._sweeper = asyncio.create_task(self._sweep_loop())
         try:

@@ -93,6 +93,12 @@ def _is_loopback(host: str) -> bool:
     help="Seconds a finished response's event log is kept (replay).",
 )
 @click.option("--sweep-seconds", default=60.0, show_default=True, envvar="BGMODE_SWEEP_SECONDS")
+@click.option(
+    "--reasoning-key",
+    default=None,
+    envvar="BGMODE_REASONING_KEY",
+    help="Key sealing reasoning.encrypted_content (prefer the env var; default: a random key kept in the store).",
+)
 @click.option("--log-level", default="info", show_default=True, envvar="BGMODE_LOG_LEVEL")
 def serve(**opts: Any) -> None:
     """Serve /v1/responses with durable background mode."""
@@ -132,6 +138,7 @@ def serve(**opts: Any) -> None:
         response_ttl=opts["response_ttl"],
         events_ttl=opts["events_ttl"],
         sweep_seconds=opts["sweep_seconds"],
+        reasoning_key=opts["reasoning_key"],
     )
     logging.basicConfig(level=opts["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host = settings.host if ":" not in settings.host else f"[{settings.host}]"

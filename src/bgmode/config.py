@@ -44,3 +44,5 @@ class Settings:
     response_ttl: float = 30 * 24 * 3600.0
     events_ttl: float = 24 * 3600.0
     sweep_seconds: float = 60.0
+    #: seals reasoning `encrypted_content` (None: a random key kept in the store)
+    reasoning_key: str | None = field(default=None, repr=False)

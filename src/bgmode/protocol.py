@@ -3,79 +3,33 @@
 Validation is hand-written rather than a pydantic model on purpose: it is on the hot path
 of every create, and it must name the offending `param` with OpenAI's codes
 (`invalid_type`, `integer_below_min_value`, `missing_required_parameter`, ...).
-Unknown request fields are accepted and ignored, as lenient servers do, so newer SDKs keep
-working.
+Input items are validated in `items.py`; tools, `tool_choice`, `text.format` and `include` in
+`tools.py`. Unknown request fields are accepted and ignored, as lenient servers do, so newer
+SDKs keep working.
 """
 
 from __future__ import annotations
 
-import os
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bgmode.backends.base import Message
 from bgmode.errors import InvalidRequest
+from bgmode.items import input_items
+from bgmode.items import invalid_type as _invalid_type
+from bgmode.tools import (
+    parse_include,
+    parse_max_tool_calls,
+    parse_text_format,
+    parse_tool_choice,
+    parse_tools,
+)
 
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 VERBOSITIES = ("low", "medium", "high")
-TEXT_FORMATS = ("text", "json_object", "json_schema")
 MIN_MAX_OUTPUT_TOKENS = 16
 METADATA_MAX_PAIRS = 16
 METADATA_MAX_KEY = 64
 METADATA_MAX_VALUE = 512
-
-
-_random = bytearray()
-
-
-def new_id(prefix: str) -> str:
-    """`resp_`, `msg_`, `rs_` + 50 hex digits, as OpenAI's current ids.
-
-    The first 16 digits are the time in nanoseconds, so ids sort by creation and a store's
-    indexes are appended to rather than written all over (several times faster inserts);
-    the other 34 are from the OS's CSPRNG (136 bits: unguessable), read 4 KiB at a time,
-    one system call per 235 ids instead of one per id.
-    """
-    global _random
-    if len(_random) < 17:
-        _random = bytearray(os.urandom(3995))
-    chunk = _random[-17:]
-    del _random[-17:]
-    return f"{prefix}_{time.time_ns():016x}{chunk.hex()}"
-
-
-def _forget_random() -> None:
-    _random.clear()  # a forked child must never reuse its parent's bytes
-
-
-os.register_at_fork(after_in_child=_forget_random)
-
-
-_TYPE_NAMES = {str: "a string", bool: "a boolean", int: "an integer", dict: "an object", list: "an array"}
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    for t, name in _TYPE_NAMES.items():
-        if isinstance(value, t):
-            return name
-    return type(value).__name__
-
-
-def _invalid_type(param: str, expected: str, value: Any) -> InvalidRequest:
-    return InvalidRequest(
-        f"Invalid type for '{param}': expected {expected}, but got {_type_name(value)} instead.",
-        param=param,
-        code="invalid_type",
-    )
 
 
 def _opt_bool(body: dict[str, Any], name: str) -> bool | None:
@@ -157,91 +111,6 @@ def _metadata(v: Any) -> dict[str, str]:
     return dict(v)
 
 
-_ROLES = ("user", "assistant", "system", "developer")
-_TEXT_PARTS = ("input_text", "output_text", "text")
-
-
-def _input_items(v: Any) -> list[dict[str, Any]]:
-    """Normalise `input` into stored message items (with ids), rejecting what we cannot run."""
-    if v is None:
-        return []
-    if isinstance(v, str):
-        return [_message_item("user", v)]
-    if not isinstance(v, list):
-        raise _invalid_type("input", "a string or an array", v)
-    items: list[dict[str, Any]] = []
-    for i, raw in enumerate(v):
-        p = f"input[{i}]"
-        if not isinstance(raw, dict):
-            raise _invalid_type(p, "an object", raw)
-        kind = raw.get("type", "message")
-        if kind != "message":
-            raise InvalidRequest(
-                f"Invalid value for '{p}.type': input items of type {kind!r} are not supported; "
-                "use message items with text content.",
-                param=f"{p}.type",
-                code="unsupported_value",
-            )
-        role = raw.get("role")
-        if role not in _ROLES:
-            raise InvalidRequest(
-                f"Invalid value for '{p}.role': expected one of 'user', 'assistant', 'system', 'developer'.",
-                param=f"{p}.role",
-                code="invalid_value" if role is not None else "missing_required_parameter",
-            )
-        content = raw.get("content")
-        if isinstance(content, str):
-            text = content
-        elif isinstance(content, list):
-            texts: list[str] = []
-            for j, part in enumerate(content):
-                pp = f"{p}.content[{j}]"
-                if not isinstance(part, dict):
-                    raise _invalid_type(pp, "an object", part)
-                ptype = part.get("type")
-                if ptype not in _TEXT_PARTS:
-                    raise InvalidRequest(
-                        f"Invalid value for '{pp}.type': content parts of type {ptype!r} are not supported; "
-                        "use 'input_text' or 'output_text'.",
-                        param=f"{pp}.type",
-                        code="unsupported_value",
-                    )
-                t = part.get("text")
-                if not isinstance(t, str):
-                    raise _invalid_type(f"{pp}.text", "a string", t)
-                texts.append(t)
-            text = "".join(texts)
-        else:
-            raise _invalid_type(f"{p}.content", "a string or an array", content)
-        items.append(_message_item(role, text))
-    return items
-
-
-def _message_item(role: str, text: str) -> dict[str, Any]:
-    part = "output_text" if role == "assistant" else "input_text"
-    content: dict[str, Any] = {"type": part, "text": text}
-    if part == "output_text":
-        content["annotations"] = []
-    return {
-        "id": new_id("msg"),
-        "type": "message",
-        "role": role,
-        "status": "completed",
-        "content": [content],
-    }
-
-
-def item_messages(items: list[dict[str, Any]]) -> list[Message]:
-    """Stored message items → the model's context, flattened to text."""
-    out: list[Message] = []
-    for it in items:
-        if it.get("type") != "message":
-            continue
-        text = "".join(p.get("text", "") for p in it.get("content", ()) if isinstance(p, dict))
-        out.append(Message(it["role"], text))
-    return out
-
-
 def output_text(output: list[dict[str, Any]]) -> str:
     """The concatenated text of the message items in `output` (the SDK's `output_text`)."""
     return "".join(
@@ -271,6 +140,11 @@ class CreateRequest:
     text: dict[str, Any]
     metadata: dict[str, str]
     raw: dict[str, Any] = field(repr=False)
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_choice: str | dict[str, Any] = "auto"
+    parallel_tool_calls: bool = True
+    max_tool_calls: int | None = None
+    include: list[str] = field(default_factory=list)
 
 
 def parse_create(body: Any) -> CreateRequest:
@@ -322,27 +196,23 @@ def parse_create(body: Any) -> CreateRequest:
     elif not isinstance(text, dict):
         raise _invalid_type("text", "an object", text)
     else:
-        fmt = text.get("format") or {"type": "text"}
-        if not isinstance(fmt, dict):
-            raise _invalid_type("text.format", "an object", fmt)
-        _enum(fmt.get("type"), "text.format.type", TEXT_FORMATS)
         verbosity = _enum(text.get("verbosity"), "text.verbosity", VERBOSITIES)
-        text = {"format": fmt, "verbosity": verbosity or "medium"}
+        text = {"format": parse_text_format(text.get("format")), "verbosity": verbosity or "medium"}
 
-    tools = body.get("tools")
-    if tools is not None and not isinstance(tools, list):
-        raise _invalid_type("tools", "an array", tools)
-    if tools:
+    tools = parse_tools(body.get("tools"))
+    tool_choice = parse_tool_choice(body.get("tool_choice"), tools)
+    if tool_choice == "required" and not tools:
         raise InvalidRequest(
-            "Tools are not supported by bgmode yet; omit 'tools'.",
-            param="tools",
-            code="unsupported_parameter",
+            "Tool choice 'required' must be specified with 'tools' parameter.",
+            param="tool_choice",
+            code="invalid_value",
         )
+    parallel = _opt_bool(body, "parallel_tool_calls")
 
     prev = _opt_str(body, "previous_response_id")
     return CreateRequest(
         model=model,
-        input_items=_input_items(body.get("input")),
+        input_items=input_items(body.get("input")),
         instructions=_opt_str(body, "instructions"),
         background=background,
         stream=stream,
@@ -355,6 +225,11 @@ def parse_create(body: Any) -> CreateRequest:
         text=text,
         metadata=_metadata(body.get("metadata")),
         raw=body,
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=True if parallel is None else parallel,
+        max_tool_calls=parse_max_tool_calls(body.get("max_tool_calls")),
+        include=parse_include(body.get("include")),
     )
 
 
@@ -373,18 +248,18 @@ def response_object(
         "incomplete_details": None,
         "instructions": req.instructions,
         "max_output_tokens": req.max_output_tokens,
-        "max_tool_calls": None,
+        "max_tool_calls": req.max_tool_calls,
         "model": model or req.model,
         "output": [],
-        "parallel_tool_calls": True,
+        "parallel_tool_calls": req.parallel_tool_calls,
         "previous_response_id": req.previous_response_id,
         "reasoning": req.reasoning or {"effort": None, "summary": None},
         "service_tier": "default",
         "store": req.store,
         "temperature": 1.0 if req.temperature is None else req.temperature,
         "text": req.text,
-        "tool_choice": "auto",
-        "tools": [],
+        "tool_choice": req.tool_choice,
+        "tools": req.tools,
         "top_logprobs": 0,
         "top_p": 1.0 if req.top_p is None else req.top_p,
         "truncation": "disabled",

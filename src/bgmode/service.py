@@ -14,16 +14,21 @@ from typing import Any
 
 import orjson
 
-from bgmode.backends.base import BackendError, Finish, Message, ModelRequest, estimate_tokens
+from bgmode.backends.base import BackendError, Finish, estimate_input_tokens
+from bgmode.context import following, model_request, run_request
 from bgmode.errors import InvalidRequest, NotFound, RateLimited, ResponseNotFound
-from bgmode.events import ResponseBuilder
+from bgmode.events import TERMINAL_EVENT_TYPES, ResponseBuilder
 from bgmode.hub import Hub
-from bgmode.protocol import CreateRequest, new_id, output_text, parse_create, response_object
+from bgmode.ids import new_id
+from bgmode.items import count_media
+from bgmode.protocol import CreateRequest, parse_create, response_object
 from bgmode.records import TERMINAL_VALUES, ResponseRecord, Status, StoredEvent
-from bgmode.routing import Router
+from bgmode.routing import Route, Router
+from bgmode.sealing import Sealer
 from bgmode.sse import KEEPALIVE, frame
 from bgmode.store.base import Store
-from bgmode.worker import Worker, request_from_record
+from bgmode.tools import hosted_tools
+from bgmode.worker import Worker, seal_for
 
 
 @dataclass
@@ -55,36 +60,26 @@ class Service:
         #: this process's worker, if it runs one: it may take new responses directly
         self.worker = worker
         self.shutting_down = asyncio.Event()
+        #: opens and seals reasoning `encrypted_content` (set by the server once the store is open)
+        self.sealer: Sealer | None = None
         self._owner = f"api:{new_id('x')[2:14]}"
 
     # -- create -------------------------------------------------------------------------------
 
     async def create(self, body: Any, tenant: str, idempotency_key: str | None = None) -> Created:
         req = parse_create(body)
-        if self.router.resolve(req.model) is None:
+        route = self.router.resolve(req.model)
+        if route is None:
             raise NotFound(
                 f"The model `{req.model}` does not exist or you do not have access to it.",
                 code="model_not_found",
             )
-        if req.previous_response_id:
-            context = await self._context(req, tenant)
-        else:  # stored input items always hold exactly one text part (protocol._message_item)
-            context = [[it["role"], it["content"][0]["text"]] for it in req.input_items]
+        if req.tools or isinstance(req.tool_choice, dict) or not isinstance(req.raw.get("input"), str):
+            self._check_route(req, route)
+        history = await self._history(req, tenant) if req.previous_response_id else None
         response_id = new_id("resp")
         now = time.time()
-        request = {
-            "model": req.model,
-            "context": context,
-            "instructions": req.instructions,
-            "max_output_tokens": req.max_output_tokens,
-            "temperature": req.temperature,
-            "top_p": req.top_p,
-            "reasoning_effort": (req.reasoning or {}).get("effort"),
-            "verbosity": req.text.get("verbosity"),
-            "metadata": req.metadata,
-            # what pass-through backends may forward; the input is already in `context`
-            "body": {k: v for k, v in req.raw.items() if k not in _NOT_FORWARDED},
-        }
+        request = run_request(req, history)
         if not req.background:
             return await self._create_sync(req, response_id, int(now), tenant, request)
 
@@ -142,30 +137,44 @@ class Service:
                 headers={"Retry-After": "1"},
             )
 
-    async def _context(self, req: CreateRequest, tenant: str) -> list[list[str]]:
-        context: list[list[str]] = []
-        if req.previous_response_id:
-            prev = await self.store.get(req.previous_response_id)
-            if prev is None or prev.tenant != tenant:
+    def _check_route(self, req: CreateRequest, route: Route) -> None:
+        """What only some backends can do: hosted tools, files, bgmode's reasoning tokens."""
+        if route.kind != "responses":
+            for param, kind in hosted_tools(req.tools, req.tool_choice):
                 raise InvalidRequest(
-                    f"Previous response with id '{req.previous_response_id}' not found.",
-                    param="previous_response_id",
-                    code="previous_response_not_found",
+                    f"Tool type '{kind}' is not supported for model '{req.model}': hosted tools run only on "
+                    f"an upstream /v1/responses route (this model is served by a '{route.kind}' backend).",
+                    param=param,
+                    code="unsupported_value",
                 )
-            if prev.status not in TERMINAL_VALUES:
+        if route.kind == "chat" and not getattr(getattr(route.backend, "options", None), "accept_files", False):
+            if count_media(req.input_items)[1]:
                 raise InvalidRequest(
-                    f"Previous response with id '{req.previous_response_id}' is still {prev.status}; "
-                    "wait until it finishes.",
-                    param="previous_response_id",
-                    code="previous_response_not_finished",
+                    f"Model '{req.model}' is served by a Chat Completions upstream that does not accept files "
+                    "(set accept_files = true on its route if it does).",
+                    param="input",
+                    code="unsupported_value",
                 )
-            context.extend(prev.request.get("context", []))
-            text = output_text(prev.body.get("output") or [])
-            if text:
-                context.append(["assistant", text])
-        # stored input items always hold exactly one text part (protocol._message_item)
-        context.extend([it["role"], it["content"][0]["text"]] for it in req.input_items)
-        return context
+        if self.sealer is not None:
+            self.sealer.open_items(req.input_items)  # a token that does not verify is a 400 now
+
+    async def _history(self, req: CreateRequest, tenant: str) -> list[dict[str, Any]]:
+        assert req.previous_response_id
+        prev = await self.store.get(req.previous_response_id)
+        if prev is None or prev.tenant != tenant:
+            raise InvalidRequest(
+                f"Previous response with id '{req.previous_response_id}' not found.",
+                param="previous_response_id",
+                code="previous_response_not_found",
+            )
+        if prev.status not in TERMINAL_VALUES:
+            raise InvalidRequest(
+                f"Previous response with id '{req.previous_response_id}' is still {prev.status}; "
+                "wait until it finishes.",
+                param="previous_response_id",
+                code="previous_response_not_finished",
+            )
+        return following(prev)
 
     async def _create_sync(
         self, req: CreateRequest, response_id: str, created_at: int, tenant: str, request: dict[str, Any]
@@ -198,10 +207,10 @@ class Service:
 
     async def _run_inline(self, record: ResponseRecord) -> AsyncIterator[list[StoredEvent]]:
         """Run a non-background response in the request; the client disconnecting stops it."""
-        builder = ResponseBuilder(record.body, 0)
+        builder = ResponseBuilder(record.body, 0, seal_for(record, self.sealer))
         yield [builder.lifecycle("response.created"), builder.lifecycle("response.in_progress")]
-        request: ModelRequest = request_from_record(record)
-        builder.input_tokens_estimate = sum(estimate_tokens(m.text) for m in request.messages)
+        request = model_request(record, self.sealer)
+        builder.input_tokens_estimate = estimate_input_tokens(request)
         route = self.router.resolve(request.model)
         assert route is not None
         status, error, reason = Status.COMPLETED, None, None
@@ -350,7 +359,7 @@ class Service:
                 return settled
             stale = await self.store.takeover(rec.id, self._owner, self.limits.lease_seconds)
             if stale is not None:  # its worker is gone: settle it here
-                await Worker.settle_lost(stale, self._owner, self.store, cancel=True)
+                await Worker.settle_lost(stale, self._owner, self.store, self.sealer, cancel=True)
                 return await self.get(response_id, tenant)
             return await self.get(response_id, tenant)
 
@@ -386,12 +395,9 @@ def _frames(events: list[StoredEvent], last: int) -> tuple[bytes, int, bool]:
             break
         out.append(frame(e))
         last = e.seq
-        if e.type in _TERMINAL_TYPES:
+        if e.type in TERMINAL_EVENT_TYPES:
             return b"".join(out), last, True
     return b"".join(out), last, False
 
 
-_NOT_FORWARDED = frozenset({"input", "instructions", "metadata", "model", "previous_response_id"})
-_TERMINAL_TYPES = frozenset({"response.completed", "response.incomplete", "response.failed", "response.cancelled"})
-
-__all__ = ["Created", "Limits", "Message", "Service"]
+__all__ = ["Created", "Limits", "Service"]

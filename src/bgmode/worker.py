@@ -28,12 +28,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bgmode.backends.base import BackendError, Finish, Message, ModelRequest, estimate_tokens
-from bgmode.events import ResponseBuilder, replay
+from bgmode.backends.base import BackendError, Finish, ModelRequest, estimate_input_tokens
+from bgmode.context import model_request
+from bgmode.errors import APIError
+from bgmode.events import ResponseBuilder, Sealer, replay
 from bgmode.hub import Hub
-from bgmode.protocol import new_id
+from bgmode.ids import new_id
 from bgmode.records import ResponseRecord, Status, StoredEvent
 from bgmode.routing import Router
+from bgmode.sealing import Sealer as ReasoningSealer
 from bgmode.store.base import Store, Write, WriteResult
 
 log = logging.getLogger("bgmode.worker")
@@ -78,20 +81,11 @@ class WorkerConfig:
     grace_seconds: float = 30.0
 
 
-def request_from_record(rec: ResponseRecord) -> ModelRequest:
-    r = rec.request
-    return ModelRequest(
-        model=r["model"],
-        messages=[Message(role, text) for role, text in r["context"]],
-        instructions=r.get("instructions"),
-        max_output_tokens=r.get("max_output_tokens"),
-        temperature=r.get("temperature"),
-        top_p=r.get("top_p"),
-        reasoning_effort=r.get("reasoning_effort"),
-        verbosity=r.get("verbosity"),
-        metadata=r.get("metadata") or {},
-        body=r.get("body") or {},
-    )
+def seal_for(rec: ResponseRecord, sealer: ReasoningSealer | None) -> Sealer | None:
+    """The builder's reasoning sealer, when the client asked for `reasoning.encrypted_content`."""
+    if sealer is not None and "reasoning.encrypted_content" in (rec.request.get("include") or ()):
+        return sealer.seal
+    return None
 
 
 class Worker:
@@ -100,6 +94,8 @@ class Worker:
         self.router = router
         self.hub = hub
         self.config = config or WorkerConfig()
+        #: seals reasoning items' encrypted_content (set by the server once the store is open)
+        self.sealer: ReasoningSealer | None = None
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[2:14]}"
         self.jobs: dict[str, Job] = {}
         self._runners: set[asyncio.Task[None]] = set()
@@ -324,22 +320,28 @@ class Worker:
 
     async def _execute(self, job: Job, rec: ResponseRecord) -> None:
         body = rec.body
-        builder = ResponseBuilder(body, rec.last_seq + 1)
+        builder = ResponseBuilder(body, rec.last_seq + 1, seal_for(rec, self.sealer))
         job.builder = builder
         builder.set_status(Status.IN_PROGRESS.value)
-        request = request_from_record(rec)
-        builder.input_tokens_estimate = sum(estimate_tokens(m.text) for m in request.messages)
+        request: ModelRequest | None = None
+        error: dict[str, Any] | None = None
+        try:
+            request = model_request(rec, self.sealer)
+            builder.input_tokens_estimate = estimate_input_tokens(request)
+        except APIError as exc:  # e.g. a reasoning token that no longer verifies (key changed)
+            error = {"code": "invalid_prompt", "message": exc.message}
         if rec.last_seq < 2:  # created, queued: in_progress not yet announced
             self.submit(job, Write(rec.id, [builder.lifecycle("response.in_progress")], builder.body))
         if rec.cancel_requested:
             job.cancelled = True
 
         status: Status
-        error: dict[str, Any] | None = None
         reason: str | None = None
-        route = self.router.resolve(request.model)
+        route = self.router.resolve(rec.request["model"])
         if job.cancelled:
-            status = Status.CANCELLED
+            status, error = Status.CANCELLED, None
+        elif request is None:
+            status = Status.FAILED
         elif route is None:
             status = Status.FAILED
             error = {"code": "server_error", "message": f"No backend serves model '{request.model}'."}
@@ -464,14 +466,16 @@ class Worker:
             if rec is None:
                 continue
             n += 1
-            await self.settle_lost(rec, self.worker_id, self.store)
+            await self.settle_lost(rec, self.worker_id, self.store, self.sealer)
         return n
 
     @staticmethod
-    async def settle_lost(rec: ResponseRecord, worker_id: str, store: Store, cancel: bool = False) -> None:
+    async def settle_lost(
+        rec: ResponseRecord, worker_id: str, store: Store, sealer: ReasoningSealer | None, cancel: bool = False
+    ) -> None:
         """After a takeover: requeue (no output yet) or finish failed/cancelled from the stored log."""
         events = await _all_events(store, rec.id)
-        builder = replay(rec.body, events)
+        builder = replay(rec.body, events, seal_for(rec, sealer))
         if not cancel and not builder.output_started and not rec.cancel_requested:
             await store.release(rec.id, worker_id)
             return

@@ -44,6 +44,7 @@ from bgmode.backends.base import (
     ReasoningDelta,
     TextDelta,
     Usage,
+    estimate_input_tokens,
     estimate_tokens,
 )
 from bgmode.retry_after import retry_after
@@ -182,8 +183,7 @@ class Progress:
 
     def estimated_usage(self, request: ModelRequest) -> Usage:
         """A usage estimate, for upstreams that report none."""
-        prompt = sum(estimate_tokens(m.text) for m in request.messages)
-        prompt += estimate_tokens(request.instructions or "")
+        prompt = estimate_input_tokens(request)
         reasoning = estimate_tokens("".join(self.reasoning))
         return Usage(
             input_tokens=prompt,

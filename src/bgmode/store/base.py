@@ -132,6 +132,11 @@ class Store(ABC):
         finished responses older than `events_before` (marking them purged); at most `limit`
         of each. Returns how many responses and logs were removed."""
 
+    @abstractmethod
+    async def secret(self, name: str, value: bytes) -> bytes:
+        """The server secret `name`: stored as `value` if there is none yet (first writer wins,
+        across processes), else the stored one. Keys every process must share live here."""
+
     async def wait_for_events(self, response_id: str, after: int, timeout: float) -> None:
         """Return when events after `after` may exist, or at `timeout`. Callers always re-read.
 

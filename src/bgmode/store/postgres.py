@@ -83,6 +83,7 @@ CREATE TABLE IF NOT EXISTS events (
     data BYTEA NOT NULL,
     PRIMARY KEY (response_id, seq)
 );
+CREATE TABLE IF NOT EXISTS bgmode_secrets (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
 """
 
 _COLUMNS = (
@@ -610,6 +611,13 @@ class PostgresStore(Store):
             limit,
         )
         return [StoredEvent(r[0], r[1], r[2]) for r in rows]
+
+    async def secret(self, name: str, value: bytes) -> bytes:
+        await self.pool.execute(
+            "INSERT INTO bgmode_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", name, value
+        )
+        stored = await self.pool.fetchval("SELECT value FROM bgmode_secrets WHERE name = $1", name)
+        return bytes(stored)
 
     async def count_queued(self, tenant: str | None = None) -> int:
         if tenant is None:

@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS events (
     data BLOB NOT NULL,
     PRIMARY KEY (response_id, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
 
 _COLUMNS = (
@@ -407,6 +408,13 @@ class SQLiteStore(Store):
             ).fetchall()
         )
         return [StoredEvent(r[0], r[1], r[2]) for r in rows]
+
+    async def secret(self, name: str, value: bytes) -> bytes:
+        def run(c: sqlite3.Connection) -> bytes:
+            c.execute("INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)", (name, value))
+            return bytes(c.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()[0])
+
+        return await self._write(run)
 
     async def count_queued(self, tenant: str | None = None) -> int:
         sql = "SELECT count(*) FROM responses WHERE status = 'queued'"
