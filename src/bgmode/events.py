@@ -518,6 +518,8 @@ def replay(body: dict[str, Any], events: list[StoredEvent], seal: Sealer | None 
             b._deltas += 1
             if "reasoning" in t:
                 b._reasoning_deltas += 1
+        elif t == "response.output_text.annotation.added" and b._part is not None:
+            b._part.setdefault("annotations", []).append(data["annotation"])
         elif t in _PART_DONE:
             b.snapshot()
             b._part = b._part_kind = None
