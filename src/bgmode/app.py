@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
 from bgmode.config import Settings
@@ -35,6 +35,12 @@ from bgmode.store import Store, open_store
 from bgmode.worker import Worker, WorkerConfig
 
 log = logging.getLogger("bgmode")
+
+#: the largest sequence number a client may name (JSON-safe integers)
+MAX_SEQUENCE = 2**53
+#: how deeply a request body may nest: what is accepted can always be stored and sent back
+#: (orjson encodes up to 254 levels; events wrap a body in a few more)
+MAX_JSON_DEPTH = 64
 
 
 class JSON(Response):
@@ -155,12 +161,19 @@ class Server:
         if not raw.strip():
             return None
         try:
-            return orjson.loads(raw)
+            value = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise InvalidRequest(
                 "We could not parse the JSON body of your request. The body must be valid JSON.",
                 code="invalid_json",
             ) from None
+        # only a body with many brackets can be deep: counting them is a C loop
+        if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _too_deep(value, MAX_JSON_DEPTH):
+            raise InvalidRequest(
+                f"The request body nests JSON objects and arrays more than {MAX_JSON_DEPTH} levels deep.",
+                code="invalid_json",
+            )
+        return value
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -190,11 +203,14 @@ class Server:
         tenant = self.tenant(request)
         rid = request.path_params["response_id"]
         q = request.query_params
+        after = _int_param(q.get("starting_after"), "starting_after", -1, MAX_SEQUENCE)
         if _flag(q.get("stream"), "stream"):
-            after = _int_param(q.get("starting_after"), "starting_after")
             return EventStream(await self.service.stream(rid, tenant, after))
-        rec = await self.service.get(rid, tenant)
-        return JSON(rec.body)
+        if after is not None:
+            raise InvalidRequest(
+                "'starting_after' is only valid with stream=true.", param="starting_after", code="invalid_value"
+            )
+        return Response(await self.service.get_json(rid, tenant), media_type="application/json")
 
     async def cancel(self, request: Request) -> Response:
         tenant = self.tenant(request)
@@ -208,15 +224,9 @@ class Server:
     async def input_items(self, request: Request) -> Response:
         tenant = self.tenant(request)
         q = request.query_params
-        limit = _int_param(q.get("limit"), "limit")
+        limit = _int_param(q.get("limit"), "limit", 1, 100)
         if limit is None:
             limit = 20
-        if not 1 <= limit <= 100:
-            raise InvalidRequest(
-                f"Invalid 'limit': expected a value between 1 and 100, but got {limit} instead.",
-                param="limit",
-                code="invalid_value",
-            )
         order = q.get("order", "desc")
         if order not in ("asc", "desc"):
             raise InvalidRequest(
@@ -311,17 +321,39 @@ def _flag(raw: str | None, name: str) -> bool:
     )
 
 
-def _int_param(raw: str | None, name: str) -> int | None:
+def _int_param(raw: str | None, name: str, lo: int, hi: int) -> int | None:
+    """A query integer: ASCII digits with an optional leading '-', within [lo, hi]; else a 400."""
     if raw is None or raw == "":
         return None
-    try:
-        return int(raw)
-    except ValueError:
+    digits = raw[1:] if raw.startswith("-") else raw
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 20:
         raise InvalidRequest(
-            f"Invalid type for '{name}': expected an integer, but got {raw!r} instead.",
+            f"Invalid type for '{name}': expected an integer, but got {raw[:40]!r} instead.",
             param=name,
             code="invalid_type",
-        ) from None
+        )
+    value = int(raw)
+    if not lo <= value <= hi:
+        raise InvalidRequest(
+            f"Invalid '{name}': expected a value between {lo} and {hi}, but got {value} instead.",
+            param=name,
+            code="invalid_value",
+        )
+    return value
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether `value` nests containers more than `limit` levels (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in v.values() if isinstance(x, dict | list))
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v if isinstance(x, dict | list))
+    return False
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -334,7 +366,16 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     code = "not_found" if exc.status_code == 404 else "method_not_allowed" if exc.status_code == 405 else None
     err = APIError(f"{request.method} {request.url.path}: {exc.detail}", code=code)
     err.error_type = "invalid_request_error"
-    return Response(err.to_json(), exc.status_code, None, "application/json")
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # every method any route allows on this path, not only the first's
+        allowed: set[str] = set()
+        for route in request.app.routes:
+            match, _ = route.matches({**request.scope, "method": "\0"})
+            if match is not Match.NONE and getattr(route, "methods", None):
+                allowed |= set(route.methods)
+        if allowed:
+            headers["Allow"] = ", ".join(sorted(allowed))
+    return Response(err.to_json(), exc.status_code, headers, "application/json")
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
@@ -343,10 +384,16 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return Response(err.to_json(), 500, None, "application/json")
 
 
+async def _answered_by_app(request: Request) -> Response:  # pragma: no cover - App answers first
+    raise APIError("POST /v1/responses is answered by bgmode.app.App.")
+
+
 def create_app(settings: Settings | None = None, router: Router | None = None) -> App:
     """The ASGI app for `settings` (the store is opened by the app's lifespan)."""
     server = Server(settings or Settings(), router)
     routes = [
+        # POST is answered by `App` before Starlette; listed so other methods get 405 + Allow
+        Route("/v1/responses", _answered_by_app, methods=["POST"]),
         Route("/v1/responses/{response_id}", server.retrieve, methods=["GET"]),
         Route("/v1/responses/{response_id}", server.delete, methods=["DELETE"]),
         Route("/v1/responses/{response_id}/cancel", server.cancel, methods=["POST"]),

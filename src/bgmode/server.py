@@ -8,15 +8,44 @@ claiming work. The worker then gets its grace period in the lifespan shutdown.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import importlib.util
 from types import FrameType
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from bgmode.app import Server, create_app
 from bgmode.config import Settings
+from bgmode.errors import InvalidRequest
 from bgmode.routing import Router
+
+
+def _json_400(self: H11Protocol, msg: str) -> None:
+    """uvicorn's answer to malformed HTTP, as OpenAI's error envelope instead of plain text."""
+    body = InvalidRequest(f"Invalid HTTP request: {msg}", code="invalid_http_request").to_json()
+    head = [b"HTTP/1.1 400 Bad Request\r\n"]
+    for name, value in self.server_state.default_headers:
+        head.append(name + b": " + value + b"\r\n")
+    head.append(b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
+    self.transport.write(b"".join(head) + body)
+    self.transport.close()
+
+
+class _H11(H11Protocol):
+    send_400_response = _json_400
+
+
+def _http_protocol() -> type[asyncio.Protocol]:
+    if importlib.util.find_spec("httptools") is None:
+        return _H11
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class _HttpTools(HttpToolsProtocol):
+        send_400_response = _json_400
+
+    return _HttpTools
 
 
 class _Uvicorn(uvicorn.Server):
@@ -38,7 +67,7 @@ def run(settings: Settings, router: Router, log_level: str = "info") -> None:
         log_level=log_level,
         access_log=False,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        http=_http_protocol(),
         timeout_graceful_shutdown=int(settings.grace_seconds) + 15,
         lifespan="on",
         # bgmode uses no client address; parsing X-Forwarded-* costs every request

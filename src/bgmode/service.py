@@ -76,6 +76,11 @@ class Service:
             )
         if req.tools or isinstance(req.tool_choice, dict) or not isinstance(req.raw.get("input"), str):
             self._check_route(req, route)
+        if req.metadata:
+            try:
+                route.backend.check(req.metadata)
+            except ValueError as exc:
+                raise InvalidRequest(str(exc.args[-1]), param=str(exc.args[0]), code="invalid_value") from None
         history = await self._history(req, tenant) if req.previous_response_id else None
         response_id = new_id("resp")
         now = time.time()
@@ -241,8 +246,17 @@ class Service:
         rec.body["status"] = rec.status
         return rec
 
+    async def get_json(self, response_id: str, tenant: str) -> bytes:
+        """The Response object as stored, serialised (a poll: nothing else is read or decoded)."""
+        rec = await self.store.get(response_id, full=False)
+        if rec is None or rec.tenant != tenant or rec.body_json is None:
+            raise ResponseNotFound(response_id)
+        return with_status(rec.body_json, rec.status)
+
     async def stream(self, response_id: str, tenant: str, starting_after: int | None) -> AsyncIterator[bytes]:
-        rec = await self.get(response_id, tenant)
+        rec = await self.store.get(response_id, full=False)
+        if rec is None or rec.tenant != tenant:
+            raise ResponseNotFound(response_id)
         if not rec.background:
             raise InvalidRequest(
                 "This response cannot be streamed because it was not created with background=true.",
@@ -256,7 +270,17 @@ class Service:
                 param="stream",
                 code="stream_expired",
             )
-        return self.tail(response_id, -1 if starting_after is None else starting_after)
+        after = -1 if starting_after is None else starting_after
+        if after > rec.last_seq:
+            raise InvalidRequest(
+                f"Invalid 'starting_after': {after} is past the last event of this response "
+                f"(sequence_number {rec.last_seq}).",
+                param="starting_after",
+                code="invalid_value",
+            )
+        if after == rec.last_seq and rec.status in TERMINAL_VALUES:
+            return _nothing()  # the client has seen everything: close at once
+        return self.tail(response_id, after)
 
     async def tail(self, response_id: str, after: int, first: list[StoredEvent] | None = None) -> AsyncIterator[bytes]:
         """Replay stored events after `after`, then follow live ones until the terminal event.
@@ -382,6 +406,25 @@ class Service:
         self.hub.cancel(rec.id)
         await self.store.delete(rec.id)
         return {"id": rec.id, "object": "response", "deleted": True}
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover - makes this an async generator
+
+
+def with_status(body_json: bytes, status: str) -> bytes:
+    """`body_json` with its top-level `status` set to `status` (the row's status column is the
+    truth; the stored body can lag it between a claim or requeue and the next write). bgmode
+    serialises `id`, `object`, `created_at` first, so the first `"status":"` is the top-level one."""
+    i = body_json.find(b'"status":"')
+    if i < 0:
+        return body_json
+    i += 10
+    j = body_json.find(b'"', i)
+    if body_json[i:j] == status.encode():
+        return body_json
+    return body_json[:i] + status.encode() + body_json[j:]
 
 
 def _frames(events: list[StoredEvent], last: int) -> tuple[bytes, int, bool]:

@@ -197,6 +197,10 @@ class Backend(ABC):
     def stream(self, request: ModelRequest) -> AsyncIterator[BackendEvent]:
         """Run the model and yield what it produces (see the module docstring)."""
 
+    def check(self, metadata: dict[str, str]) -> None:  # noqa: B027 - optional hook
+        """Refuse, at create time, request `metadata` this backend reads and cannot use: raise
+        `ValueError(param, message)`; the client gets a 400 naming `param`."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections; called once at shutdown."""
 

@@ -6,6 +6,7 @@ every model name with it. Per-request knobs come in `metadata` (string values):
 - `sim_output_tokens`: how many output tokens (default 40, scaled by `text.verbosity`:
   low x0.5, high x2; at most 1,000,000);
 - `sim_token_delay_ms`: pause before each token (default 5; 0 to 60,000);
+  (values out of range are a 400 naming the key at create: `Backend.check`)
 - `sim_fail_after_tokens`: fail with `server_error` after that many tokens;
 - `sim_refusal`: refuse with this text (a `refusal` content part) instead of answering.
 
@@ -36,6 +37,7 @@ import asyncio
 import hashlib
 import math
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -74,33 +76,40 @@ MAX_TOKEN_DELAY_MS = 60_000.0
 _JSON_CHUNK = 8
 
 
-def _int_knob(request: ModelRequest, name: str, default: int | None, hi: int = MAX_OUTPUT_TOKENS) -> int | None:
-    raw = request.metadata.get(name)
+@dataclass(frozen=True, slots=True)
+class Knobs:
+    output_tokens: int | None
+    delay: float
+    fail_after: int | None
+
+
+def knobs(metadata: dict[str, str]) -> Knobs:
+    """The `sim_*` knobs; `ValueError(param, message)` for a value out of range."""
+    raw = metadata.get("sim_token_delay_ms")
+    delay = DEFAULT_TOKEN_DELAY_MS
+    if raw is not None:
+        try:
+            delay = float(raw)
+        except ValueError:
+            delay = math.nan
+        if not math.isfinite(delay) or not 0 <= delay <= MAX_TOKEN_DELAY_MS:
+            raise ValueError(
+                "metadata.sim_token_delay_ms",
+                f"metadata.sim_token_delay_ms must be a number from 0 to {MAX_TOKEN_DELAY_MS:g}, got {raw[:40]!r}.",
+            )
+    return Knobs(_int_knob(metadata, "sim_output_tokens"), delay / 1000, _int_knob(metadata, "sim_fail_after_tokens"))
+
+
+def _int_knob(metadata: dict[str, str], name: str) -> int | None:
+    raw = metadata.get(name)
     if raw is None:
-        return default
+        return None
     s = raw.strip()
-    if not (s.isascii() and s.isdigit()):
-        raise BackendError(f"metadata.{name} must be a non-negative integer, got {raw[:40]!r}", "invalid_prompt")
-    value = int(s)
-    if value > hi:
-        raise BackendError(f"metadata.{name} must be at most {hi}, got {raw[:40]!r}", "invalid_prompt")
-    return value
-
-
-def _delay(request: ModelRequest) -> float:
-    raw = request.metadata.get("sim_token_delay_ms")
-    if raw is None:
-        return DEFAULT_TOKEN_DELAY_MS / 1000
-    try:
-        ms = float(raw)
-    except ValueError:
-        ms = math.nan
-    if not math.isfinite(ms) or not 0 <= ms <= MAX_TOKEN_DELAY_MS:
-        raise BackendError(
-            f"metadata.sim_token_delay_ms must be a number from 0 to {MAX_TOKEN_DELAY_MS:g}, got {raw[:40]!r}",
-            "invalid_prompt",
+    if not (s.isascii() and s.isdigit()) or int(s) > MAX_OUTPUT_TOKENS:
+        raise ValueError(
+            f"metadata.{name}", f"metadata.{name} must be an integer from 0 to {MAX_OUTPUT_TOKENS}, got {raw[:40]!r}."
         )
-    return ms / 1000
+    return int(s)
 
 
 def _seed(request: ModelRequest) -> int:
@@ -193,13 +202,19 @@ def _structured(request: ModelRequest, text: str) -> str | None:
 class SimulatedBackend(Backend):
     """Serves any model name deterministically (see the module docstring)."""
 
+    def check(self, metadata: dict[str, str]) -> None:
+        knobs(metadata)
+
     async def stream(self, request: ModelRequest) -> AsyncIterator[BackendEvent]:
-        out_tokens = _int_knob(request, "sim_output_tokens", None)
+        try:
+            k = knobs(request.metadata)
+        except ValueError as exc:
+            raise BackendError(str(exc.args[-1]), "invalid_prompt") from None
+        out_tokens = k.output_tokens
         if out_tokens is None:
             scale = _VERBOSITY_SCALE.get(request.verbosity or "medium", 1.0)
             out_tokens = int(DEFAULT_OUTPUT_TOKENS * scale)
-        delay = _delay(request)
-        fail_after = _int_knob(request, "sim_fail_after_tokens", None)
+        delay, fail_after = k.delay, k.fail_after
         budget = request.max_output_tokens
         input_tokens = estimate_input_tokens(request)
         produced = 0

@@ -75,8 +75,9 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def get(self, response_id: str) -> ResponseRecord | None:
-        """The response, or None."""
+    async def get(self, response_id: str, full: bool = True) -> ResponseRecord | None:
+        """The response, or None. `full=False` (a poll): `input_items` and `request` are left
+        empty and `body` undecoded (`body` is {}, `body_json` holds the stored bytes)."""
 
     @abstractmethod
     async def delete(self, response_id: str) -> bool:

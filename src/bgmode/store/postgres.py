@@ -125,15 +125,23 @@ def _prefixed(alias: str) -> str:
     return ", ".join(f"{alias}.{c.strip()}" for c in _COLUMNS.split(","))
 
 
+#: what a poll needs: no input items, no run request (they can be large), body not decoded
+_SLIM_COLUMNS = (
+    "id, tenant, status, background, body, NULL::bytea, NULL::bytea, created_at, last_seq, "
+    "cancel_requested, lease_owner, lease_expires, attempts, events_purged"
+)
+
+
 def _record(row: asyncpg.Record) -> ResponseRecord:
+    full = row[5] is not None
     return ResponseRecord(
         id=row[0],
         tenant=row[1],
         status=row[2],
         background=row[3],
-        body=orjson.loads(row[4]),
-        input_items=orjson.loads(row[5]),
-        request=orjson.loads(row[6]),
+        body=orjson.loads(row[4]) if full else {},
+        input_items=orjson.loads(row[5]) if full else [],
+        request=orjson.loads(row[6]) if full else {},
         created_at=row[7],
         last_seq=row[8],
         cancel_requested=row[9],
@@ -141,6 +149,7 @@ def _record(row: asyncpg.Record) -> ResponseRecord:
         lease_expires=row[11],
         attempts=row[12],
         events_purged=row[13],
+        body_json=None if full else bytes(row[4]),
     )
 
 
@@ -384,8 +393,9 @@ class PostgresStore(Store):
         record.last_seq = last_seq
         return record
 
-    async def get(self, response_id: str) -> ResponseRecord | None:
-        row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM responses WHERE id = $1", response_id)
+    async def get(self, response_id: str, full: bool = True) -> ResponseRecord | None:
+        cols = _COLUMNS if full else _SLIM_COLUMNS
+        row = await self.pool.fetchrow(f"SELECT {cols} FROM responses WHERE id = $1", response_id)
         return None if row is None else _record(row)
 
     async def delete(self, response_id: str) -> bool:

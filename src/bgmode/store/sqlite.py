@@ -68,18 +68,24 @@ _COLUMNS = (
     "id, tenant, status, background, body, input_items, request, created_at, last_seq, "
     "cancel_requested, lease_owner, lease_expires, attempts, events_purged"
 )
+#: what a poll needs: no input items, no run request (they can be large), body not decoded
+_SLIM_COLUMNS = (
+    "id, tenant, status, background, body, NULL, NULL, created_at, last_seq, "
+    "cancel_requested, lease_owner, lease_expires, attempts, events_purged"
+)
 _MAX_BATCH = 512
 
 
 def _record(row: tuple[Any, ...]) -> ResponseRecord:
+    full = row[5] is not None
     return ResponseRecord(
         id=row[0],
         tenant=row[1],
         status=row[2],
         background=bool(row[3]),
-        body=orjson.loads(row[4]),
-        input_items=orjson.loads(row[5]),
-        request=orjson.loads(row[6]),
+        body=orjson.loads(row[4]) if full else {},
+        input_items=orjson.loads(row[5]) if full else [],
+        request=orjson.loads(row[6]) if full else {},
         created_at=row[7],
         last_seq=row[8],
         cancel_requested=bool(row[9]),
@@ -87,6 +93,7 @@ def _record(row: tuple[Any, ...]) -> ResponseRecord:
         lease_expires=row[11],
         attempts=row[12],
         events_purged=bool(row[13]),
+        body_json=None if full else bytes(row[4]),
     )
 
 
@@ -228,9 +235,10 @@ class SQLiteStore(Store):
         record.last_seq = last_seq
         return record
 
-    async def get(self, response_id: str) -> ResponseRecord | None:
+    async def get(self, response_id: str, full: bool = True) -> ResponseRecord | None:
+        cols = _COLUMNS if full else _SLIM_COLUMNS
         row = await self._read(
-            lambda c: c.execute(f"SELECT {_COLUMNS} FROM responses WHERE id = ?", (response_id,)).fetchone()
+            lambda c: c.execute(f"SELECT {cols} FROM responses WHERE id = ?", (response_id,)).fetchone()
         )
         return None if row is None else _record(row)
 
