@@ -161,3 +161,56 @@ def test_sigterm_after_grace_requeues_unstarted_and_fails_started(make_server: t
     check_log(client, started)
     # the one that never started is run after the restart
     assert wait_terminal(client, queued) == "completed"
+
+
+def test_restart_on_the_same_host_settles_a_dead_process_at_once(make_server: type[BgmodeServer]) -> None:
+    """With hour-long leases, only knowing that the old process is gone (same host, pid not
+    alive) lets the restarted server settle its responses: each ends as its state demands."""
+    server = make_server(args=["--lease-seconds", "3600", "--workers", "2"]).start()
+    client = OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    # mid-output: tokens every 10 ms
+    mid = client.responses.create(
+        model="m",
+        input="mid",
+        background=True,
+        stream=True,
+        metadata={"sim_output_tokens": "5000", "sim_token_delay_ms": "10"},
+    )
+    seen = []
+    for ev in mid:
+        seen.append(ev)
+        if ev.type == "response.output_text.delta":
+            break
+    mid_id = seen[0].response.id
+    # claimed, no output yet: its first token is a minute away
+    idle = client.responses.create(
+        model="m",
+        input="idle",
+        background=True,
+        stream=True,
+        metadata={"sim_output_tokens": "1", "sim_token_delay_ms": "60000"},
+    )
+    idle_id = ""
+    for ev in idle:
+        if ev.type == "response.created":
+            idle_id = ev.response.id
+        if ev.type == "response.in_progress":
+            break
+    # queued behind the two busy slots
+    queued = client.responses.create(model="m", input="queued", background=True, metadata={"sim_output_tokens": "3"})
+    assert client.responses.retrieve(queued.id).status == "queued"
+
+    server.kill()
+    server.start()
+
+    # mid-output: failed at once (not after the hour-long lease), keeping what was streamed
+    assert wait_terminal(client, mid_id, timeout=60) == "failed"
+    failed = client.responses.retrieve(mid_id)
+    assert failed.error is not None and "lost" in failed.error.message
+    assert failed.output_text.startswith("".join(e.delta for e in seen if e.type == "response.output_text.delta"))
+    # claimed without output: requeued and run by the new process, which can cancel it
+    assert client.responses.cancel(idle_id).status == "cancelled"
+    # queued: runs to completion
+    assert wait_terminal(client, queued.id, timeout=60) == "completed"
+    for rid in (mid_id, idle_id, queued.id):
+        check_log(client, rid)

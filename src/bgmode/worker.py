@@ -96,7 +96,9 @@ class Worker:
         self.config = config or WorkerConfig()
         #: seals reasoning items' encrypted_content (set by the server once the store is open)
         self.sealer: ReasoningSealer | None = None
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[2:14]}"
+        #: host:pid:process start:random, so a restarted server on the same host can tell
+        #: that the process holding a lease is gone (see `reap_orphans`)
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{_start_ticks(os.getpid())}:{new_id('w')[2:14]}"
         self.jobs: dict[str, Job] = {}
         self._runners: set[asyncio.Task[None]] = set()
         self._pending: list[_Pending] = []
@@ -453,10 +455,28 @@ class Worker:
         interval = max(1.0, self.config.lease_seconds / 3)
         while self._claiming:
             try:
+                await self.reap_orphans()
                 await self.reap()
             except Exception:
                 log.exception("reaping lost responses failed")
             await asyncio.sleep(interval)
+
+    async def reap_orphans(self) -> int:
+        """Settle, without waiting for their leases, the responses of a process on this host
+        that is gone (its pid is not alive, or belongs to a process started since)."""
+        n = 0
+        prefix = self.worker_id.split(":", 1)[0] + ":"
+        for rec in await self.store.leased(prefix, 100):
+            owner = rec.lease_owner
+            if owner is None or owner == self.worker_id or not process_gone(owner):
+                continue
+            taken = await self.store.takeover(rec.id, self.worker_id, self.config.lease_seconds, owner=owner)
+            if taken is None:
+                continue
+            n += 1
+            log.warning("response %s: its worker %s is gone; settling it now", rec.id, owner)
+            await self.settle_lost(taken, self.worker_id, self.store, self.sealer)
+        return n
 
     async def reap(self) -> int:
         """Settle responses whose worker was lost; returns how many."""
@@ -486,6 +506,32 @@ class Worker:
             error = {"code": "server_error", "message": "The worker running this response was lost."}
         out = builder.terminal(status, error=error)
         await store.write(worker_id, [Write(rec.id, out, builder.body, status.value, force=True)])
+
+
+def _start_ticks(pid: int) -> str:
+    """When process `pid` started (clock ticks since boot, from /proc), or "" where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return stat.rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
+def process_gone(owner: str) -> bool:
+    """Whether the worker `owner` (host:pid:start:random, on this host) no longer runs."""
+    parts = owner.split(":")
+    if len(parts) < 3 or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's: compare start times below
+    started = parts[2] if len(parts) >= 4 else ""
+    return bool(started) and _start_ticks(pid) not in ("", started)
 
 
 async def _all_events(store: Store, response_id: str) -> list[Any]:

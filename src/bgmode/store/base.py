@@ -108,12 +108,20 @@ class Store(ABC):
         """Flag a running response for cancellation; False if it is not `in_progress`."""
 
     @abstractmethod
-    async def takeover(self, response_id: str, worker_id: str, lease_seconds: float) -> ResponseRecord | None:
-        """Take the lease of an `in_progress` response whose lease has expired (its worker was lost)."""
+    async def takeover(
+        self, response_id: str, worker_id: str, lease_seconds: float, owner: str | None = None
+    ) -> ResponseRecord | None:
+        """Take the lease of an `in_progress` response whose lease has expired (its worker was
+        lost); with `owner`, of one still leased to `owner`, a worker known to be gone."""
 
     @abstractmethod
     async def release(self, response_id: str, worker_id: str) -> bool:
         """Hand a running response back to the queue (`queued`, no lease), if `worker_id` owns it."""
+
+    @abstractmethod
+    async def leased(self, owner_prefix: str, limit: int) -> list[ResponseRecord]:
+        """`in_progress` responses leased to an owner whose id starts with `owner_prefix`
+        (expired or not), as `get(full=False)` returns them."""
 
     @abstractmethod
     async def expired(self, limit: int) -> list[ResponseRecord]:

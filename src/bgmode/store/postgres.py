@@ -575,16 +575,19 @@ class PostgresStore(Store):
         )
         return bool(n)
 
-    async def takeover(self, response_id: str, worker_id: str, lease_seconds: float) -> ResponseRecord | None:
+    async def takeover(
+        self, response_id: str, worker_id: str, lease_seconds: float, owner: str | None = None
+    ) -> ResponseRecord | None:
         now = time.time()
+        cond = "(lease_expires IS NULL OR lease_expires < $3)" if owner is None else "lease_owner = $5"
+        args: list[Any] = [worker_id, now + lease_seconds, now, response_id]
+        if owner is not None:
+            args.append(owner)
         row = await self.pool.fetchrow(
             "UPDATE responses SET lease_owner = $1, lease_expires = $2, updated_at = $3"
-            " WHERE id = $4 AND status = 'in_progress' AND (lease_expires IS NULL OR lease_expires < $3)"
+            f" WHERE id = $4 AND status = 'in_progress' AND {cond}"
             f" RETURNING {_COLUMNS}",
-            worker_id,
-            now + lease_seconds,
-            now,
-            response_id,
+            *args,
         )
         return None if row is None else _record(row)
 
@@ -603,6 +606,16 @@ class PostgresStore(Store):
             return bool(n)
 
         return await self._tx(run)
+
+    async def leased(self, owner_prefix: str, limit: int) -> list[ResponseRecord]:
+        rows = await self.pool.fetch(
+            f"SELECT {_SLIM_COLUMNS} FROM responses WHERE lease_owner IS NOT NULL AND status = 'in_progress'"
+            " AND left(lease_owner, $1) = $2 LIMIT $3",
+            len(owner_prefix),
+            owner_prefix,
+            limit,
+        )
+        return [_record(r) for r in rows]
 
     async def expired(self, limit: int) -> list[ResponseRecord]:
         rows = await self.pool.fetch(

@@ -371,14 +371,20 @@ class SQLiteStore(Store):
 
         return await self._write(run)
 
-    async def takeover(self, response_id: str, worker_id: str, lease_seconds: float) -> ResponseRecord | None:
+    async def takeover(
+        self, response_id: str, worker_id: str, lease_seconds: float, owner: str | None = None
+    ) -> ResponseRecord | None:
         def run(c: sqlite3.Connection) -> ResponseRecord | None:
             now = time.time()
+            if owner is None:
+                cond, arg = "(lease_expires IS NULL OR lease_expires < ?)", now
+            else:
+                cond, arg = "lease_owner = ?", owner  # type: ignore[assignment]
             row = c.execute(
                 "UPDATE responses SET lease_owner = ?, lease_expires = ?, updated_at = ?"
-                " WHERE id = ? AND status = 'in_progress' AND (lease_expires IS NULL OR lease_expires < ?)"
+                f" WHERE id = ? AND status = 'in_progress' AND {cond}"
                 f" RETURNING {_COLUMNS}",
-                (worker_id, now + lease_seconds, now, response_id, now),
+                (worker_id, now + lease_seconds, now, response_id, arg),
             ).fetchone()
             return None if row is None else _record(row)
 
@@ -396,6 +402,16 @@ class SQLiteStore(Store):
             )
 
         return await self._write(run)
+
+    async def leased(self, owner_prefix: str, limit: int) -> list[ResponseRecord]:
+        rows = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_SLIM_COLUMNS} FROM responses WHERE lease_owner IS NOT NULL AND status = 'in_progress'"
+                " AND substr(lease_owner, 1, ?) = ? LIMIT ?",
+                (len(owner_prefix), owner_prefix, limit),
+            ).fetchall()
+        )
+        return [_record(r) for r in rows]
 
     async def expired(self, limit: int) -> list[ResponseRecord]:
         now = time.time()
