@@ -439,6 +439,36 @@ async def test_takeover_only_after_the_lease_expired(store: Store) -> None:
     assert [r.id for r in again] == [stale.id] and again[0].attempts == 2
 
 
+async def test_takeover_by_owner_and_leased(store: Store) -> None:
+    rec = await running(store, W1, lease=3600)
+    other = await running(store, W2, lease=3600)
+    # a live lease cannot be taken by expiry, only from the owner named
+    assert await store.takeover(rec.id, W2, 60) is None
+    assert await store.takeover(rec.id, W2, 60, owner=W2) is None
+    found = await store.leased("worker-1", 10)
+    assert [r.id for r in found] == [rec.id] and found[0].lease_owner == W1
+    assert {r.id for r in await store.leased("worker-", 10)} == {rec.id, other.id}
+    taken = await store.takeover(rec.id, W2, 60, owner=W1)
+    assert taken is not None and taken.lease_owner == W2 and taken.input_items == rec.input_items
+    assert await store.leased("worker-1", 10) == []
+
+
+async def test_slim_get_reads_only_the_body(store: Store) -> None:
+    rec = await create(store)
+    slim = await store.get(rec.id, full=False)
+    assert slim is not None and slim.status == "queued" and slim.tenant == rec.tenant
+    assert slim.body_json is not None and orjson.loads(slim.body_json) == rec.body
+    assert slim.input_items == [] and slim.request == {}
+
+
+async def test_secret_is_kept_by_the_first_writer(store: Store, connect: Callable[[], Awaitable[Store]]) -> None:
+    other = await connect()
+    first, second = await asyncio.gather(store.secret("k", b"one"), other.secret("k", b"two"))
+    assert first == second and first in (b"one", b"two")
+    assert await store.secret("k", b"three") == first
+    assert await store.secret("other", b"x") == b"x"
+
+
 async def test_takeover_is_exclusive(store: Store, connect: Callable[[], Awaitable[Store]]) -> None:
     other = await connect()
     rec = await running(store, lease=0.05)
