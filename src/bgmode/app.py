@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 from bgmode.config import Settings
 from bgmode.errors import APIError, BodyTooLarge, InvalidRequest, ServiceUnavailable, Unauthorized
 from bgmode.hub import Hub
-from bgmode.openapi import OPENAPI
+from bgmode.openapi import MAX_SEQUENCE, OPENAPI
 from bgmode.routing import Router
 from bgmode.sealing import Sealer
 from bgmode.service import Limits, Service
@@ -36,8 +36,6 @@ from bgmode.worker import Worker, WorkerConfig
 
 log = logging.getLogger("bgmode")
 
-#: the largest sequence number a client may name (JSON-safe integers)
-MAX_SEQUENCE = 2**53
 #: how deeply a request body may nest: what is accepted can always be stored and sent back
 #: (orjson encodes up to 254 levels; events wrap a body in a few more)
 MAX_JSON_DEPTH = 64
