@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -275,11 +276,13 @@ class App:
                 await self.server.create(scope, receive, send)
             except ClientDisconnect:
                 pass  # gone before its body arrived: nothing was created
-            except Exception:
-                log.exception("unhandled error on POST /v1/responses")
-                err = APIError("The server had an error while processing your request.")
+            except Exception as exc:
+                err = store_failure(exc)
+                if err is None:
+                    log.exception("unhandled error on POST /v1/responses")
+                    err = APIError("The server had an error while processing your request.")
                 with contextlib.suppress(Exception):  # the response may have started
-                    await _send_json(send, 500, err.to_json())
+                    await _send_json(send, err.status_code, err.to_json(), err.headers)
             return
         await self.starlette(scope, receive, send)
 
@@ -376,10 +379,24 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return Response(err.to_json(), exc.status_code, headers, "application/json")
 
 
+def store_failure(exc: Exception) -> APIError | None:
+    """A 503 for a store that cannot be used right now (disk full, database down), else None."""
+    if isinstance(exc, sqlite3.Error | OSError) or type(exc).__module__.startswith("asyncpg"):
+        log.error("the store failed: %s: %s", type(exc).__name__, exc)
+        return ServiceUnavailable(
+            f"The server's store cannot be used right now ({type(exc).__name__}: {exc}); retry later.",
+            code="store_unavailable",
+            headers={"Retry-After": "1"},
+        )
+    return None
+
+
 async def _server_error(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    err = APIError("The server had an error while processing your request.")
-    return Response(err.to_json(), 500, None, "application/json")
+    err = store_failure(exc)
+    if err is None:
+        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        err = APIError("The server had an error while processing your request.")
+    return Response(err.to_json(), err.status_code, err.headers, "application/json")
 
 
 async def _answered_by_app(request: Request) -> Response:  # pragma: no cover - App answers first

@@ -176,7 +176,10 @@ class Worker:
         return fut
 
     async def _flush_loop(self) -> None:
+        backoff = 0.0
         while True:
+            if backoff:  # the last write failed: the store is down or full; try again soon
+                await asyncio.sleep(backoff)
             await self._pending_ready.wait()
             self._pending_ready.clear()
             batch, self._pending = self._pending, []
@@ -206,6 +209,7 @@ class Worker:
                 waiters.append((p, m))
             # explicit writes first: a job's buffered deltas always follow its in_progress
             # event, and its finishing write takes what is left in its buffer itself
+            taken: list[tuple[Job, list[StoredEvent]]] = []
             for job in dirty:
                 job.dirty = False
                 if not job.buf or job.builder is None:
@@ -214,22 +218,37 @@ class Worker:
                 if job.snapshot_due:
                     job.snapshot_due = False
                     body = job.builder.snapshot()
+                events = job.take()
+                taken.append((job, events))
                 cur = open_by_id.get(job.response_id)
                 if cur is not None and cur.write.finish is None:
-                    cur.write.events.extend(job.take())
+                    cur.write.events.extend(events)
                     if body is not None:
                         cur.write.body = body
                     continue
-                m = _Pending(Write(job.response_id, job.take(), body), job)
+                m = _Pending(Write(job.response_id, list(events), body), job)
                 open_by_id[job.response_id] = m
                 merged.append(m)
             results: dict[int, WriteResult] = {}
             if merged:
                 try:
                     out = await self.store.write(self.worker_id, [m.write for m in merged])
-                except Exception:
-                    log.exception("writing %d event batches failed", len(merged))
-                    out = [WriteResult.FENCED] * len(merged)
+                except Exception as exc:
+                    # Nothing was written (one transaction). A store error is not a lost lease:
+                    # put everything back in order and retry, so no response is left running
+                    # with nobody writing it (a full disk, a database restart).
+                    backoff = min(max(backoff * 2, 0.05), 2.0)
+                    log.error("writing %d event batches failed (%s); retrying in %.2fs", len(merged), exc, backoff)
+                    for job, events in reversed(taken):
+                        job.buf[:0] = events
+                        job.snapshot_due = True
+                        if not job.dirty:
+                            job.dirty = True
+                            self._dirty.append(job)
+                    self._pending[:0] = batch
+                    self._pending_ready.set()
+                    continue
+                backoff = 0.0
                 for m, res in zip(merged, out, strict=True):
                     results[id(m)] = res
                     if res is WriteResult.OK:
@@ -482,6 +501,8 @@ class Worker:
         """Settle responses whose worker was lost; returns how many."""
         n = 0
         for stale in await self.store.expired(100):
+            if stale.id in self.jobs:
+                continue  # ours, still running: its lease lapsed while the store was unwritable
             rec = await self.store.takeover(stale.id, self.worker_id, self.config.lease_seconds)
             if rec is None:
                 continue
