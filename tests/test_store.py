@@ -529,7 +529,7 @@ async def test_duplicate_sequence_numbers_are_rejected(store: Store) -> None:
         return_exceptions=True,
     )
     assert ok == [WriteResult.OK]
-    assert dup != [WriteResult.OK]  # refused (FENCED), or raised
+    assert dup == [WriteResult.FENCED]  # refused alone, never raised
     assert await all_events(store, a.id) == [
         event(0, "response.created"),
         event(1, "response.queued"),
@@ -595,7 +595,9 @@ async def test_wait_for_events_returns_on_a_write_from_another_connection(
     writer = await connect()
     rec = await running(writer)
     waiter = asyncio.create_task(store.wait_for_events(rec.id, 1, 60))
-    await asyncio.sleep(0.05)  # let it start waiting (either way it must return early)
+    # nothing new yet: it keeps waiting (a bounded look, not a sleep standing in for an event)
+    done, _ = await asyncio.wait({waiter}, timeout=0.5)
+    assert not done
     assert await writer.write(W1, [Write(rec.id, [event(2)])]) == [WriteResult.OK]
     await asyncio.wait_for(waiter, 20)  # far less than its 60 s timeout
     assert await seqs(store, rec.id) == [0, 1, 2]
@@ -613,7 +615,8 @@ async def test_wait_for_events_wakes_on_cancel_queued(store: Store, connect: Cal
     other = await connect()
     rec = await create(other)
     waiter = asyncio.create_task(store.wait_for_events(rec.id, 1, 60))
-    await asyncio.sleep(0.05)
+    done, _ = await asyncio.wait({waiter}, timeout=0.5)
+    assert not done
     assert await other.cancel_queued(rec.id, rec.body, [event(2, "response.cancelled")])
     await asyncio.wait_for(waiter, 20)
 

@@ -433,6 +433,21 @@ class SQLiteStore(Store):
         )
         return [StoredEvent(r[0], r[1], r[2]) for r in rows]
 
+    async def wait_for_events(self, response_id: str, after: int, timeout: float) -> None:
+        # Another process may be writing this response: watch its last sequence number (a
+        # cheap indexed read every 50 ms) rather than waking every caller on every tick.
+        deadline = time.monotonic() + timeout
+        while True:
+            row = await self._read(
+                lambda c: c.execute("SELECT last_seq, status FROM responses WHERE id = ?", (response_id,)).fetchone()
+            )
+            if row is None or row[0] > after or row[1] in TERMINAL_VALUES:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, 0.05))
+
     async def secret(self, name: str, value: bytes) -> bytes:
         def run(c: sqlite3.Connection) -> bytes:
             c.execute("INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)", (name, value))
