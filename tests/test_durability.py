@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 import openai
@@ -214,3 +215,35 @@ def test_restart_on_the_same_host_settles_a_dead_process_at_once(make_server: ty
     assert wait_terminal(client, queued.id, timeout=60) == "completed"
     for rid in (mid_id, idle_id, queued.id):
         check_log(client, rid)
+
+
+def test_cancel_requested_then_crash_ends_cancelled(make_server: type[BgmodeServer]) -> None:
+    """A cancel committed while the worker could not act on it (paused, then killed) is honoured
+    by the process that settles the response: it ends `cancelled`, keeping its output."""
+    worker = make_server(args=["--lease-seconds", "3600"]).start()
+    api = make_server(args=["--workers", "0"]).start()  # same SQLite file, API only
+    cw = OpenAI(base_url=worker.base_url, api_key="k", max_retries=0)
+    ca = OpenAI(base_url=api.base_url, api_key="k", max_retries=0)
+    stream = cw.responses.create(
+        model="m",
+        input="x",
+        background=True,
+        stream=True,
+        metadata={"sim_output_tokens": "5000", "sim_token_delay_ms": "10"},
+    )
+    seen = []
+    for ev in stream:
+        seen.append(ev)
+        if ev.type == "response.output_text.delta":
+            break
+    rid = seen[0].response.id
+    assert worker.proc is not None
+    worker.proc.send_signal(signal.SIGSTOP)  # the worker can no longer hear about the cancel
+    pending = ca.responses.cancel(rid)  # committed; nobody settles it yet
+    assert pending.status == "in_progress"
+    worker.kill()
+    worker.start()
+    assert wait_terminal(ca, rid, timeout=60) == "cancelled"
+    final = ca.responses.retrieve(rid)
+    assert final.output_text.startswith(seen[-1].delta)  # type: ignore[attr-defined]
+    check_log(ca, rid)
