@@ -198,6 +198,27 @@ class Server:
         rec = created.record
         await _send_json(send, 200, rec.body_json or orjson.dumps(rec.body))
 
+    async def poll(self, response_id: str, scope: Scope, send: Send) -> None:
+        """`GET /v1/responses/{id}` without a query, as a bare ASGI handler (see `App`)."""
+        try:
+            auth = b""
+            for k, v in scope["headers"]:
+                if k == b"authorization":
+                    auth = v
+            tenant = self.tenant_of(auth.decode("latin-1"))
+            body = await self.service.get_json(response_id, tenant)
+        except APIError as exc:
+            await _send_json(send, exc.status_code, exc.to_json(), exc.headers)
+            return
+        except Exception as exc:
+            err = store_failure(exc)
+            if err is None:
+                log.exception("unhandled error on GET /v1/responses/{id}")
+                err = APIError("The server had an error while processing your request.")
+            await _send_json(send, err.status_code, err.to_json(), err.headers)
+            return
+        await _send_json(send, 200, body)
+
     async def retrieve(self, request: Request) -> Response:
         tenant = self.tenant(request)
         rid = request.path_params["response_id"]
@@ -271,6 +292,11 @@ class App:
         self.state = starlette.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
+            path: str = scope["path"]
+            if path.startswith("/v1/responses/") and path.find("/", 14) < 0 and len(path) > 14:
+                await self.server.poll(path[14:], scope, send)  # a plain poll: the other hot path
+                return
         if scope["type"] == "http" and scope["path"] == "/v1/responses" and scope["method"] == "POST":
             try:
                 await self.server.create(scope, receive, send)
