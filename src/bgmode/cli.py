@@ -13,8 +13,8 @@ from bgmode.client.commands import register as register_client_commands
 
 EXAMPLE = """\
   curl -s {url}/v1/responses -H 'Content-Type: application/json' \\
-    -d '{{"model": "sim", "input": "Say hello", "background": true}}'
-  bgmode run --base-url {url}/v1 --model sim --prompt "Say hello" --show-output-text"""
+    -d '{{"model": "{model}", "input": "Say hello", "background": true}}'
+  bgmode run --base-url {url}/v1 --model {model} --prompt "Say hello" --show-output-text"""
 
 
 @click.group()
@@ -32,7 +32,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-@main.command()
+@main.command(context_settings={"show_default": True})
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="BGMODE_HOST", help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, envvar="BGMODE_PORT", help="Port to bind.")
 @click.option(
@@ -147,9 +147,25 @@ def serve(**opts: Any) -> None:
     click.echo(f"models: {router.describe()}")
     if all(getattr(r, "kind", "") == "sim" for r in router.routes.values()):
         click.echo("no upstream configured: every model name is served by the built-in simulated model")
-    click.echo("try:\n" + EXAMPLE.format(url=url))
+    click.echo("try:\n" + EXAMPLE.format(url=url, model=_example_model(router)))
     sys.stdout.flush()
     run(settings, router, opts["log_level"])
+
+
+for _param in serve.params:  # `serve --help` names each flag's environment variable
+    if isinstance(_param, click.Option):
+        _param.show_envvar = True
+
+
+def _example_model(router: Any) -> str:
+    """A model name the startup hint can use: a routed name, else what `*` sends upstream."""
+    routes = router.routes
+    if all(getattr(r, "kind", "") == "sim" for r in routes.values()):
+        return "sim"
+    named = [name for name in routes if name != "*"]
+    if named:
+        return str(named[0])
+    return str(getattr(routes.get("*"), "upstream_model", None) or "YOUR-MODEL")
 
 
 def _redact(url: str) -> str:
