@@ -110,3 +110,22 @@ def test_idempotency_key_is_scoped_per_api_key(make_server: type[BgmodeServer]) 
     other = b.responses.create(model="m", input="x", background=True, extra_headers=headers)
     assert again.id == first.id
     assert other.id != first.id
+
+
+def test_every_failed_or_incomplete_response_logs_one_line(make_server: type[BgmodeServer]) -> None:
+    server = make_server().start()
+    c = OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    bg = c.responses.create(model="m-bg", input="x", background=True, metadata={"sim_fail_after_tokens": "2"})
+    with c.responses.retrieve(bg.id, stream=True) as s:
+        list(s)
+    fg = c.responses.create(model="m-fg", input="x", metadata={"sim_fail_after_tokens": "1"})
+    cut = c.responses.create(model="m-cut", input="x", max_output_tokens=16, metadata={"sim_output_tokens": "50"})
+    assert (c.responses.retrieve(bg.id).status, fg.status, cut.status) == ("failed", "failed", "incomplete")
+    server.terminate()
+    log = server.log()
+    for rid, model in ((bg.id, "m-bg"), (fg.id, "m-fg"), (cut.id, "m-cut")):
+        lines = [line for line in log.splitlines() if rid in line]
+        assert len(lines) == 1, lines
+        assert f"model={model}" in lines[0] and "route=sim" in lines[0]
+    assert "error=server_error: The simulated model failed after 2 tokens" in log
+    assert "reason=max_output_tokens" in log

@@ -7,6 +7,7 @@ each call means, in OpenAI's terms, and raises `APIError`s that `app.py` renders
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from bgmode.sse import KEEPALIVE, frame
 from bgmode.store.base import Store
 from bgmode.tools import hosted_tools
 from bgmode.worker import Worker, seal_for
+
+log = logging.getLogger("bgmode.service")
 
 
 @dataclass
@@ -236,6 +239,15 @@ class Service:
                 await aclose()
         yield builder.terminal(status, error=error, incomplete_reason=reason)
         record.status = status.value
+        if status in (Status.FAILED, Status.INCOMPLETE):
+            log.warning(
+                "response %s %s (foreground): model=%s route=%s %s",
+                record.id,
+                status.value,
+                request.model,
+                route.kind,
+                f"error={error['code']}: {error['message']}" if error else f"reason={reason}",
+            )
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -58,6 +58,8 @@ class Job:
     buf: list[StoredEvent] = field(default_factory=list)
     #: the poll snapshot is due with the next write
     snapshot_due: bool = False
+    #: how many times a worker has started this response (this run included)
+    attempts: int = 0
     dirty: bool = False
 
     def take(self) -> list[StoredEvent]:
@@ -312,7 +314,7 @@ class Worker:
     def _spawn(self, rec: ResponseRecord) -> None:
         # registered before the task first runs: a reader or a cancel arriving in between
         # already finds the response running here
-        job = Job(rec.id)
+        job = Job(rec.id, attempts=rec.attempts)
         self.jobs[rec.id] = job
         self.hub.register_job(rec.id, lambda: self._cancel_local(job))
         t = asyncio.create_task(self._run(job, rec), name=f"bgmode-run-{rec.id}")
@@ -432,6 +434,18 @@ class Worker:
         unflushed = job.take()
         events = unflushed + builder.terminal(status, error=error, incomplete_reason=reason)
         res = await self.submit_and_wait(job, Write(job.response_id, events, builder.body, status.value))
+        if res is WriteResult.OK and status in (Status.FAILED, Status.INCOMPLETE):
+            model = str(builder.body.get("model"))
+            route = self.router.resolve(model)
+            log.warning(
+                "response %s %s: model=%s route=%s attempts=%d %s",
+                job.response_id,
+                status.value,
+                model,
+                route.kind if route is not None else "none",
+                job.attempts,
+                f"error={error.get('code')}: {error.get('message')}" if error else f"reason={reason}",
+            )
         if res is WriteResult.CANCEL_REQUESTED and alt is not None:
             # the cancel committed first: finish cancelled instead (the refused write wrote nothing)
             events = unflushed + alt.terminal(Status.CANCELLED)
@@ -527,6 +541,15 @@ class Worker:
             error = {"code": "server_error", "message": "The worker running this response was lost."}
         out = builder.terminal(status, error=error)
         await store.write(worker_id, [Write(rec.id, out, builder.body, status.value, force=True)])
+        if error is not None:
+            log.warning(
+                "response %s failed: model=%s attempts=%d error=%s: %s",
+                rec.id,
+                rec.request.get("model"),
+                rec.attempts,
+                error["code"],
+                error["message"],
+            )
 
 
 def _start_ticks(pid: int) -> str:
