@@ -541,6 +541,14 @@ async def test_duplicate_sequence_numbers_are_rejected(store: Store) -> None:
     assert got is not None and got.last_seq == 3
 
 
+async def test_a_write_that_would_leave_a_gap_is_refused(store: Store) -> None:
+    rec = await running(store)
+    assert await store.write(W1, [Write(rec.id, [event(3)])]) == [WriteResult.FENCED]
+    assert await store.write(W1, [Write(rec.id, [event(2), event(4)])]) == [WriteResult.FENCED]
+    assert await store.write(W1, [Write(rec.id, [event(2), event(3)])]) == [WriteResult.OK]
+    assert await seqs(store, rec.id) == [0, 1, 2, 3]
+
+
 async def test_a_duplicate_does_not_undo_the_other_writes_of_its_call(store: Store) -> None:
     a = await running(store)
     b = await running(store)

@@ -311,6 +311,9 @@ class Service:
                 else:
                     page = await self.store.events_after(response_id, last, 1000)
                 if page:
+                    if page[0].seq > last + 1:  # committed logs never have gaps: do not spin on one
+                        log.error("the event log of %s has a gap after %d; ending the stream", response_id, last)
+                        return
                     chunk, last, done = _frames(page, last)
                     yield chunk
                     if done:

@@ -197,12 +197,12 @@ class Worker:
                     waiters.append((p, p))
                     continue
                 cur = open_by_id.get(w.response_id)
-                if cur is not None and cur.write.finish is None:
+                # a finishing write stays its own write: if the store refuses it (a cancel came
+                # first), the events merged before it must still be written
+                if cur is not None and cur.write.finish is None and w.finish is None:
                     cur.write.events.extend(w.events)
                     if w.body is not None:
                         cur.write.body = w.body
-                    cur.write.finish = w.finish
-                    cur.write.force = w.force
                     waiters.append((p, cur))
                     continue
                 m = _Pending(Write(w.response_id, list(w.events), w.body, w.finish, w.force), p.job)

@@ -95,8 +95,8 @@ class Store(ABC):
     async def write(self, worker_id: str, writes: list[Write]) -> list[WriteResult]:
         """Apply fenced writes in one transaction; one result per write, in order.
 
-        A write whose sequence numbers are already stored (or not increasing) is refused with
-        `FENCED`, without affecting the others.
+        A write whose sequence numbers do not continue the log exactly (already stored, not
+        consecutive, or leaving a gap) is refused with `FENCED`, without affecting the others.
         """
 
     @abstractmethod

@@ -488,9 +488,11 @@ class PostgresStore(Store):
                 results.append(WriteResult.CANCEL_REQUESTED)
                 continue
             seqs = [e.seq for e in w.events]
-            if seqs and (seqs[0] <= st[3] or any(b <= a for a, b in zip(seqs, seqs[1:], strict=False))):
-                # a second writer, or a replayed batch: the log already has these positions
-                log.warning("write to %s refused: sequence numbers %d.. are already stored", w.response_id, seqs[0])
+            if seqs and (seqs[0] != st[3] + 1 or any(b != a + 1 for a, b in zip(seqs, seqs[1:], strict=False))):
+                # a second writer, a replayed batch, or a gap: the log stays 0..n
+                log.warning(
+                    "write to %s refused: sequence numbers %d.. do not follow %d", w.response_id, seqs[0], st[3]
+                )
                 results.append(WriteResult.FENCED)
                 continue
             if careful and seqs:

@@ -312,8 +312,11 @@ class SQLiteStore(Store):
                 if w.finish is not None and st[2] and not w.force and w.finish != Status.CANCELLED:
                     out.append(WriteResult.CANCEL_REQUESTED)
                     continue
-                if rows and (rows[0][1] <= st[3] or any(b[1] <= a[1] for a, b in zip(rows, rows[1:], strict=False))):
-                    out.append(WriteResult.FENCED)  # these positions are taken: refuse this write only
+                if rows and (
+                    rows[0][1] != st[3] + 1 or any(b[1] != a[1] + 1 for a, b in zip(rows, rows[1:], strict=False))
+                ):
+                    # positions taken, or a gap: refuse this write only (logs stay 0..n)
+                    out.append(WriteResult.FENCED)
                     continue
                 events.extend(rows)
                 last = rows[-1][1] if rows else None
