@@ -74,6 +74,22 @@ class Plan:
     json_body: Any = None
     #: seconds to wait before each delta (a model's pace; used by bench/relay.py)
     delta_delay: float = 0.0
+    #: tool calls to make (instead of text) when the request's last message is not a tool
+    #: result: [{"name": ..., "arguments": [piece, ...], "id": optional}]; after tool results
+    #: the fake answers with text quoting them ("get_weather said: sunny.")
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    #: chat: send the pieces of the calls interleaved by index
+    interleave: bool = False
+    #: chat: a raw `tool_calls` entry to send (malformed on purpose), after the text
+    bad_tool_call: Any = None
+    #: refusal chunks (chat `delta.refusal`; responses `response.refusal.delta`), after the text
+    refusal: list[str] = field(default_factory=list)
+    #: responses: a web_search_call item (with its own events) before the text
+    hosted: bool = False
+    #: responses: an annotation added to the text
+    annotation: dict[str, Any] | None = None
+    #: responses: the reasoning item's encrypted_content
+    encrypted: str | None = None
 
 
 @dataclass(frozen=True)
@@ -292,13 +308,34 @@ class _Stream:
         for piece in plan.reasoning:
             await self._before_delta()
             await self._data(chunk({plan.reasoning_field: piece}))
-        for piece in plan.text:
+        calls, texts = _agent_turn(plan, body.get("messages") or [], "tool")
+        for piece in texts:
             await self._before_delta()
             await self._data(chunk({"content": piece}))
+        for piece in plan.refusal:
+            await self._before_delta()
+            await self._data(chunk({"refusal": piece}))
+        deltas: list[dict[str, Any]] = []
+        for i, call in enumerate(calls):
+            pieces = list(call.get("arguments") or [])
+            first = {"index": i, "id": call.get("id", f"call_fake_{i}"), "type": "function"}
+            deltas.append({**first, "function": {"name": call["name"], "arguments": ""}})
+            deltas.extend({"index": i, "function": {"arguments": p}} for p in pieces)
+        if plan.interleave:  # the first piece of every call, then the second of every call, ...
+            deltas.sort(key=lambda d: (d.get("function", {}).get("name") is None, 0))
+            by_call: dict[int, list[dict[str, Any]]] = {}
+            for d in deltas:
+                by_call.setdefault(d["index"], []).append(d)
+            deltas = [d for group in zip(*by_call.values(), strict=False) for d in group]
+        for d in deltas:
+            await self._before_delta()
+            await self._data(chunk({"tool_calls": [d]}))
+        if plan.bad_tool_call is not None:
+            await self._data(chunk({"tool_calls": [plan.bad_tool_call]}))
         if plan.fail_event:
             await self._data({"error": {"message": plan.error_message, "type": "server_error", "code": 500}})
             return await self._end()
-        await self._data(chunk({}, plan.finish_reason))
+        await self._data(chunk({}, "tool_calls" if calls and plan.finish_reason == "stop" else plan.finish_reason))
         if plan.usage and (body.get("stream_options") or {}).get("include_usage"):
             usage = {
                 "prompt_tokens": USAGE["prompt_tokens"],
@@ -335,7 +372,8 @@ class _Stream:
         await self._event({"type": "response.in_progress", "response": dict(resp)})
         index = 0
         if plan.reasoning:
-            await self._event({"type": "response.output_item.added", "output_index": 0, "item": {"type": "reasoning"}})
+            rs = {"id": "rs_1", "type": "reasoning", "summary": [], "status": "in_progress"}
+            await self._event({"type": "response.output_item.added", "output_index": 0, "item": rs})
             for piece in plan.reasoning:
                 await self._before_delta()
                 if plan.reasoning_field == "summary":
@@ -345,19 +383,85 @@ class _Stream:
                     where = {"content_index": 0}
                     kind = "response.reasoning_text.delta"
                 await self._event({"type": kind, "item_id": "rs_1", "output_index": 0, **where, "delta": piece})
+            done_rs = {**rs, "status": "completed", "encrypted_content": plan.encrypted}
+            await self._event({"type": "response.output_item.done", "output_index": 0, "item": done_rs})
             index = 1
-        for piece in plan.text:
-            await self._before_delta()
+        if plan.hosted:
+            ws = {"id": "ws_1", "type": "web_search_call", "status": "in_progress"}
+            await self._event({"type": "response.output_item.added", "output_index": index, "item": ws})
+            for step in ("in_progress", "searching", "completed"):
+                await self._event(
+                    {"type": f"response.web_search_call.{step}", "output_index": index, "item_id": "ws_1"}
+                )
+            done_ws = {**ws, "status": "completed", "action": {"type": "search", "query": "q"}}
+            await self._event({"type": "response.output_item.done", "output_index": index, "item": done_ws})
+            index += 1
+        calls, texts = _agent_turn(plan, body.get("input") or [], "function_call_output")
+        if texts or plan.refusal:
+            msg = {"id": "msg_1", "type": "message", "role": "assistant", "status": "in_progress", "content": []}
+            await self._event({"type": "response.output_item.added", "output_index": index, "item": msg})
+            for piece in texts:
+                await self._before_delta()
+                await self._event(
+                    {
+                        "type": "response.output_text.delta",
+                        "item_id": "msg_1",
+                        "output_index": index,
+                        "content_index": 0,
+                        "delta": piece,
+                        "logprobs": [],
+                    }
+                )
+            if plan.annotation is not None:
+                await self._event(
+                    {
+                        "type": "response.output_text.annotation.added",
+                        "item_id": "msg_1",
+                        "output_index": index,
+                        "content_index": 0,
+                        "annotation_index": 0,
+                        "annotation": plan.annotation,
+                    }
+                )
+            for piece in plan.refusal:
+                await self._before_delta()
+                await self._event(
+                    {
+                        "type": "response.refusal.delta",
+                        "item_id": "msg_1",
+                        "output_index": index,
+                        "content_index": 1,
+                        "delta": piece,
+                    }
+                )
             await self._event(
-                {
-                    "type": "response.output_text.delta",
-                    "item_id": "msg_1",
-                    "output_index": index,
-                    "content_index": 0,
-                    "delta": piece,
-                    "logprobs": [],
-                }
+                {"type": "response.output_item.done", "output_index": index, "item": {**msg, "status": "completed"}}
             )
+            index += 1
+        for i, call in enumerate(calls):
+            pieces = list(call.get("arguments") or [])
+            fc = {
+                "id": f"fc_{i}",
+                "type": "function_call",
+                "status": "in_progress",
+                "arguments": "",
+                "call_id": call.get("id", f"call_fake_{i}"),
+                "name": call["name"],
+            }
+            await self._event({"type": "response.output_item.added", "output_index": index, "item": fc})
+            for piece in pieces if not call.get("no_deltas") else ():
+                await self._before_delta()
+                await self._event(
+                    {
+                        "type": "response.function_call_arguments.delta",
+                        "item_id": fc["id"],
+                        "output_index": index,
+                        "delta": piece,
+                    }
+                )
+            done_fc = {**fc, "status": "completed", "arguments": "".join(pieces)}
+            await self._event({"type": "response.output_item.done", "output_index": index, "item": done_fc})
+            index += 1
         usage = {
             "input_tokens": USAGE["prompt_tokens"],
             "input_tokens_details": {"cached_tokens": USAGE["cached_tokens"]},
@@ -389,6 +493,23 @@ class _Stream:
             }
             await self._event({"type": "response.incomplete", "response": done})
         await self._end()
+
+
+def _agent_turn(plan: Plan, history: list[Any], result_type: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """What a tool-using model does next: the plan's tool calls, or (after tool results, which
+    are chat `role: tool` messages or `function_call_output` items) text quoting them."""
+    if not plan.tool_calls:
+        return [], list(plan.text)
+    last = history[-1] if history else {}
+    is_result = isinstance(last, dict) and (last.get("role") == "tool" or last.get("type") == result_type)
+    if not is_result:
+        return plan.tool_calls, []
+    results = []
+    for item in history:
+        if isinstance(item, dict) and (item.get("role") == "tool" or item.get("type") == result_type):
+            content = item.get("content", item.get("output"))
+            results.append(f"a tool said {content}.")
+    return [], [" ".join(results)]
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str], Any]:

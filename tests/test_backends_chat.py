@@ -12,11 +12,11 @@ import pytest
 from bgmode.backends.base import (
     BackendEvent,
     Finish,
-    Message,
     ModelRequest,
     ReasoningDelta,
     TextDelta,
     Usage,
+    user_message,
 )
 from bgmode.backends.chat import ChatBackend, ChatOptions
 from bgmode.backends.http import UpstreamSettings
@@ -51,7 +51,7 @@ def make(fake: FakeUpstream, backends: list[ChatBackend]) -> Any:
 
 
 def request(model: str = "m", **kw: Any) -> ModelRequest:
-    return ModelRequest(model=model, messages=[Message("user", "Say hello")], **kw)
+    return ModelRequest(model=model, input=[user_message(role="user", text="Say hello")], **kw)
 
 
 async def test_translates_the_request(fake: FakeUpstream, make: Any) -> None:
@@ -59,11 +59,11 @@ async def test_translates_the_request(fake: FakeUpstream, make: Any) -> None:
     req = ModelRequest(
         model="llama3",
         instructions="Be brief.",
-        messages=[
-            Message("developer", "House rules."),
-            Message("user", "Hi"),
-            Message("assistant", "Hello!"),
-            Message("user", "Again"),
+        input=[
+            user_message(role="developer", text="House rules."),
+            user_message(role="user", text="Hi"),
+            user_message(role="assistant", text="Hello!"),
+            user_message(role="user", text="Again"),
         ],
         max_output_tokens=64,
         temperature=0.2,

@@ -11,11 +11,12 @@ import pytest
 from bgmode.backends.base import (
     BackendEvent,
     Finish,
-    Message,
+    ItemEnd,
     ModelRequest,
     ReasoningDelta,
     TextDelta,
     Usage,
+    user_message,
 )
 from bgmode.backends.http import UpstreamSettings
 from bgmode.backends.responses import ResponsesBackend
@@ -51,7 +52,7 @@ async def make(fake: FakeUpstream) -> AsyncIterator[Any]:
 
 
 def request(model: str = "m", **kw: Any) -> ModelRequest:
-    return ModelRequest(model=model, messages=[Message("user", "Say hello")], **kw)
+    return ModelRequest(model=model, input=[user_message(role="user", text="Say hello")], **kw)
 
 
 async def test_sends_the_whole_context_statelessly(fake: FakeUpstream, make: Any) -> None:
@@ -70,7 +71,11 @@ async def test_sends_the_whole_context_statelessly(fake: FakeUpstream, make: Any
     req = ModelRequest(
         model="mini",
         instructions="Be brief.",
-        messages=[Message("user", "Hi"), Message("assistant", "Hello!"), Message("user", "Again")],
+        input=[
+            user_message(role="user", text="Hi"),
+            user_message(role="assistant", text="Hello!"),
+            user_message(role="user", text="Again"),
+        ],
         max_output_tokens=100,
         temperature=0.5,
         top_p=0.8,
@@ -87,9 +92,9 @@ async def test_sends_the_whole_context_statelessly(fake: FakeUpstream, make: Any
     assert sent.body == {
         "model": "gpt-5-mini",
         "input": [
-            {"type": "message", "role": "user", "content": "Hi"},
-            {"type": "message", "role": "assistant", "content": "Hello!"},
-            {"type": "message", "role": "user", "content": "Again"},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hello!"}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Again"}]},
         ],
         "stream": True,
         "store": False,
@@ -106,7 +111,15 @@ async def test_sends_the_whole_context_statelessly(fake: FakeUpstream, make: Any
 async def test_streams_text_usage_and_finish(make: Any) -> None:
     events, error = await collect(make(), request())
     assert error is None
-    assert events == [TextDelta("Hello"), TextDelta(","), TextDelta(" world"), TextDelta("!"), FAKE_USAGE, Finish()]
+    assert events == [
+        TextDelta("Hello"),
+        TextDelta(","),
+        TextDelta(" world"),
+        TextDelta("!"),
+        ItemEnd(),
+        FAKE_USAGE,
+        Finish(),
+    ]
 
 
 @pytest.mark.parametrize("field", ["text", "summary"])
@@ -114,7 +127,16 @@ async def test_reasoning_events_become_reasoning_deltas(fake: FakeUpstream, make
     fake.plan(reasoning=["Hmm, ", "ok."], text=["Hi"], reasoning_field=field)
     events, error = await collect(make(), request())
     assert error is None
-    assert events == [ReasoningDelta("Hmm, "), ReasoningDelta("ok."), TextDelta("Hi"), FAKE_USAGE, Finish()]
+    summary = field == "summary"
+    assert events == [
+        ReasoningDelta("Hmm, ", summary=summary),
+        ReasoningDelta("ok.", summary=summary),
+        ItemEnd(),
+        TextDelta("Hi"),
+        ItemEnd(),
+        FAKE_USAGE,
+        Finish(),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bgmode.backends.base import Message, ModelRequest
+from bgmode.backends.base import ModelRequest, user_message
 from bgmode.backends.chat import ChatBackend, ChatOptions
 from bgmode.backends.http import UpstreamSettings
 from bgmode.backends.responses import ResponsesBackend
@@ -183,7 +183,9 @@ async def test_a_routed_model_streams_from_the_upstream(tmp_path: Path, fake: Fa
     router = Router.from_config(write(tmp_path, config), environ={})
     route = router.resolve("local")
     assert route is not None
-    events, error = await collect(route.backend, ModelRequest(model="local", messages=[Message("user", "hi")]))
+    events, error = await collect(
+        route.backend, ModelRequest(model="local", input=[user_message(role="user", text="hi")])
+    )
     assert error is None and text(events) == "Hello, world!"
     assert fake.bodies()[0]["model"] == "up"
     await router.aclose()

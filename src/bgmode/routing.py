@@ -17,7 +17,8 @@ from a TOML file and/or the one-upstream command-line flags:
     max_concurrency = 8              # responses this backend runs at once
 
 Chat-only keys: `max_tokens_param` ("max_tokens" | "max_completion_tokens"),
-`send_reasoning_effort` (true), `send_verbosity` (false), `stream_usage` (true).
+`send_reasoning_effort` (true), `send_verbosity` (false), `stream_usage` (true),
+`accept_files` (false: `input_file` parts are a 400 at create unless the upstream takes them).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ _HTTP_KEYS = frozenset(
         "max_concurrency",
     }
 )
-_CHAT_KEYS = frozenset({"max_tokens_param", "send_reasoning_effort", "send_verbosity", "stream_usage"})
+_CHAT_KEYS = frozenset({"max_tokens_param", "send_reasoning_effort", "send_verbosity", "stream_usage", "accept_files"})
 _ALLOWED = {
     "sim": _COMMON_KEYS,
     "responses": _COMMON_KEYS | _HTTP_KEYS,
@@ -222,6 +223,7 @@ def _build_routes(table: dict[str, Any], where: str, env: Mapping[str, str]) -> 
             send_reasoning_effort=t.bool_("send_reasoning_effort", True),
             send_verbosity=t.bool_("send_verbosity", False),
             stream_usage=t.bool_("stream_usage", True),
+            accept_files=t.bool_("accept_files", False),
         )
         backend = ChatBackend(settings, options)
     else:

@@ -5,24 +5,36 @@ Request translation (`ModelRequest` → `POST {base_url}/chat/completions`):
 
 - `instructions` → a leading `system` message; `developer` turns → `system` (few servers
   other than OpenAI know the `developer` role);
+- message items → messages: text parts as text (one string when a message is text only),
+  `input_image` → `image_url` parts (`detail` `original` → `auto`), `input_file` → `file` parts;
+- consecutive `function_call` items → one assistant message with `tool_calls` (joined to the
+  assistant message just before them); `function_call_output` → a `tool` message;
+- `reasoning` items are not sent: Chat Completions has no standard field for them;
+- `tools` (function tools) → `{"type": "function", "function": {...}}`; `tool_choice`,
+  `parallel_tool_calls` (only with tools); `text.format` → `response_format`;
 - `max_output_tokens` → `max_tokens` (or `max_completion_tokens`, which OpenAI's reasoning
-  models require: `ChatOptions.max_tokens_param`);
-- `temperature`, `top_p` as they are; `reasoning.effort` → `reasoning_effort` (unless turned
-  off); `text.verbosity` → `verbosity` only when turned on (OpenAI-only parameter);
+  models require: `ChatOptions.max_tokens_param`); `temperature`, `top_p` as they are;
+  `reasoning.effort` → `reasoning_effort` (unless turned off); `text.verbosity` → `verbosity`
+  only when turned on (OpenAI-only parameter);
 - `stream_options.include_usage` so that the upstream reports usage at the end.
 
 `metadata` is not forwarded: it describes the bgmode response, not the model call.
 
-Stream translation: `delta.content` (and `delta.refusal`) → `TextDelta`,
-`delta.reasoning_content` / `delta.reasoning` → `ReasoningDelta`, the usage chunk → `Usage`
-(estimated when the upstream reports none), `finish_reason` "length" → incomplete
-(`max_output_tokens`), "content_filter" → incomplete (`content_filter`).
+Stream translation: `delta.content` → `TextDelta`, `delta.refusal` → `RefusalDelta`,
+`delta.reasoning_content` / `delta.reasoning` → `ReasoningDelta`, `delta.tool_calls[]` (by
+`index`: the first chunk of a call has its `id` and `function.name`, later ones pieces of
+`function.arguments`) → `ToolCall` + `ToolArguments` (the first call streams live; later ones
+are released whole when the stream ends, so calls whose chunks interleave stay apart), the
+usage chunk → `Usage` (estimated when the upstream reports none), `finish_reason` "length" →
+incomplete (`max_output_tokens`), "content_filter" → incomplete (`content_filter`). A tool-call
+chunk that makes no sense (no index, arguments for a call that never got a name) is a failure.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bgmode.backends.base import (
@@ -30,8 +42,12 @@ from bgmode.backends.base import (
     Finish,
     ModelRequest,
     ReasoningDelta,
+    RefusalDelta,
     TextDelta,
+    ToolArguments,
+    ToolCall,
     Usage,
+    part_text,
 )
 from bgmode.backends.http import (
     HTTPBackend,
@@ -60,6 +76,144 @@ class ChatOptions:
     send_verbosity: bool = False
     #: ask for a usage chunk (`stream_options.include_usage`); turn off for servers that reject it
     stream_usage: bool = True
+    #: the upstream accepts `file` content parts (`input_file`); otherwise files are a 400 at create
+    accept_files: bool = False
+
+
+def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """Chat content for Responses content parts: a string when it is all text."""
+    if all(p.get("type") in ("input_text", "output_text", "text", "refusal") for p in parts):
+        return "".join(part_text(p) for p in parts)
+    out: list[dict[str, Any]] = []
+    for p in parts:
+        kind = p.get("type")
+        if kind == "input_image":
+            detail = p.get("detail") or "auto"
+            url = {"url": p.get("image_url", ""), "detail": detail if detail in ("low", "high", "auto") else "auto"}
+            out.append({"type": "image_url", "image_url": url})
+        elif kind == "input_file":
+            file: dict[str, Any] = {}
+            if p.get("file_data"):
+                file["file_data"] = p["file_data"]
+            elif p.get("file_url"):
+                file["file_id"] = p["file_url"]
+            if p.get("filename"):
+                file["filename"] = p["filename"]
+            out.append({"type": "file", "file": file})
+        else:
+            out.append({"type": "text", "text": part_text(p)})
+    return out
+
+
+def chat_messages(request: ModelRequest) -> list[dict[str, Any]]:
+    """The Chat Completions `messages` for a request's instructions and input items."""
+    messages: list[dict[str, Any]] = []
+    if request.instructions:
+        messages.append({"role": "system", "content": request.instructions})
+    for it in request.input:
+        kind = it.get("type", "message")
+        if kind == "message":
+            role = it.get("role", "user")
+            content = it.get("content")
+            text = content if isinstance(content, str) else _content(list(content or ()))
+            messages.append({"role": "system" if role == "developer" else role, "content": text})
+        elif kind == "function_call":
+            call = {
+                "id": it.get("call_id"),
+                "type": "function",
+                "function": {"name": it.get("name"), "arguments": it.get("arguments", "")},
+            }
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant":
+                last.setdefault("tool_calls", []).append(call)
+                if last.get("content") == "":
+                    last["content"] = None
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            out = it.get("output")
+            content = out if isinstance(out, str) else _content(list(out or ()))
+            messages.append({"role": "tool", "tool_call_id": it.get("call_id"), "content": content})
+        # reasoning and hosted-tool items: Chat Completions has no place for them
+    return messages
+
+
+def chat_tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
+    if isinstance(choice, str):
+        return choice
+    if choice.get("type") == "function":
+        return {"type": "function", "function": {"name": choice.get("name")}}
+    if choice.get("type") == "allowed_tools":
+        tools = [
+            {"type": "function", "function": {"name": t.get("name")}}
+            for t in choice.get("tools") or ()
+            if t.get("type") == "function"
+        ]
+        return {"type": "allowed_tools", "allowed_tools": {"mode": choice.get("mode", "auto"), "tools": tools}}
+    return "auto"
+
+
+def response_format(fmt: dict[str, Any]) -> dict[str, Any]:
+    if fmt.get("type") == "json_schema":
+        schema = {"name": fmt.get("name") or "response_schema", "schema": fmt.get("schema") or {}}
+        schema["strict"] = bool(fmt.get("strict"))
+        if fmt.get("description"):
+            schema["description"] = fmt["description"]
+        return {"type": "json_schema", "json_schema": schema}
+    return {"type": "json_object"}
+
+
+@dataclass
+class _Call:
+    call_id: str
+    name: str
+    args: list[str] = field(default_factory=list)
+
+
+class _ToolCalls:
+    """Streamed `tool_calls` deltas by index → each call's `ToolCall` + `ToolArguments`.
+
+    The first call streams live. Later calls are held and released whole, in index order, when
+    the stream ends: until then the first call may still receive pieces (servers may interleave
+    calls by index), and its item must stay open for them."""
+
+    def __init__(self) -> None:
+        self.calls: dict[int, _Call] = {}
+        self.live: int | None = None
+
+    def feed(self, chunk: Any) -> Iterator[BackendEvent]:
+        if not isinstance(chunk, dict):
+            raise UpstreamFailure(f"upstream sent a malformed tool call: {str(chunk)[:200]!r}")
+        index = chunk.get("index")
+        fn = chunk.get("function") or {}
+        if not isinstance(index, int) or isinstance(index, bool) or not isinstance(fn, dict):
+            raise UpstreamFailure(f"upstream sent a malformed tool call (no index or function): {str(chunk)[:200]!r}")
+        name, piece = fn.get("name"), fn.get("arguments")
+        call = self.calls.get(index)
+        if call is None:
+            if not isinstance(name, str) or not name:
+                raise UpstreamFailure(f"upstream sent arguments for tool call {index}, which has no name")
+            call_id = chunk.get("id")
+            if not isinstance(call_id, str) or not call_id:
+                call_id = "call_" + os.urandom(12).hex()
+            call = self.calls[index] = _Call(call_id, name)
+            if self.live is None:
+                self.live = index
+                yield ToolCall(call.call_id, call.name)
+        if isinstance(piece, str) and piece:
+            if index == self.live:
+                yield ToolArguments(piece)
+            else:
+                call.args.append(piece)
+
+    def finish(self) -> Iterator[BackendEvent]:
+        for index in sorted(self.calls):
+            if index == self.live:
+                continue
+            call = self.calls[index]
+            yield ToolCall(call.call_id, call.name)
+            if call.args:
+                yield ToolArguments("".join(call.args))
 
 
 class ChatBackend(HTTPBackend):
@@ -73,13 +227,7 @@ class ChatBackend(HTTPBackend):
         self.options = options or ChatOptions()
 
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
-        messages: list[dict[str, str]] = []
-        if request.instructions:
-            messages.append({"role": "system", "content": request.instructions})
-        for m in request.messages:
-            role = "system" if m.role == "developer" else m.role
-            messages.append({"role": role, "content": m.text})
-        body: dict[str, Any] = {"model": self.model_for(request), "messages": messages, "stream": True}
+        body: dict[str, Any] = {"model": self.model_for(request), "messages": chat_messages(request), "stream": True}
         if self.options.stream_usage:
             body["stream_options"] = {"include_usage": True}
         if request.max_output_tokens is not None:
@@ -92,6 +240,30 @@ class ChatBackend(HTTPBackend):
             body["reasoning_effort"] = request.reasoning_effort
         if request.verbosity and self.options.send_verbosity:
             body["verbosity"] = request.verbosity
+        tools = request.function_tools
+        if tools:
+            body["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        k: v
+                        for k, v in (
+                            ("name", t["name"]),
+                            ("description", t.get("description")),
+                            ("parameters", t.get("parameters")),
+                            ("strict", t.get("strict")),
+                        )
+                        if v is not None
+                    },
+                }
+                for t in tools
+            ]
+            body["tool_choice"] = chat_tool_choice(request.tool_choice)
+            body["parallel_tool_calls"] = request.parallel_tool_calls
+        elif request.tool_choice == "none" and request.tools:
+            body["tool_choice"] = "none"
+        if request.text_format:
+            body["response_format"] = response_format(request.text_format)
         return body
 
     async def parse(
@@ -99,6 +271,7 @@ class ChatBackend(HTTPBackend):
     ) -> AsyncIterator[BackendEvent]:
         usage: Usage | None = None
         finish: Finish | None = None
+        calls: _ToolCalls | None = None
         done = False
         async for event in events:
             if event.data.strip() == "[DONE]":
@@ -116,18 +289,32 @@ class ChatBackend(HTTPBackend):
                 if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                     continue
                 delta = choice.get("delta") or {}
-                reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-                if isinstance(reasoning, str) and reasoning:
-                    yield ReasoningDelta(reasoning)
-                for key in ("content", "refusal"):
-                    text = delta.get(key)
-                    if isinstance(text, str) and text:
-                        yield TextDelta(text)
+                text = delta.get("content")
+                if isinstance(text, str) and text:  # the common case first
+                    yield TextDelta(text)
+                else:
+                    reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                    if isinstance(reasoning, str) and reasoning:
+                        yield ReasoningDelta(reasoning)
+                    refusal = delta.get("refusal")
+                    if isinstance(refusal, str) and refusal:
+                        yield RefusalDelta(refusal)
+                    tool_calls = delta.get("tool_calls")
+                    if tool_calls is not None:
+                        if not isinstance(tool_calls, list):
+                            raise UpstreamFailure(f"upstream sent malformed tool_calls: {str(tool_calls)[:200]!r}")
+                        calls = calls or _ToolCalls()
+                        for tc in tool_calls:
+                            for ev in calls.feed(tc):
+                                yield ev
                 reason = choice.get("finish_reason")
                 if reason:
                     finish = _FINISH.get(reason, Finish())
         if not done and finish is None:
             raise UpstreamFailure("upstream closed the stream before the model finished", retryable=True, broke=True)
+        if calls is not None:
+            for ev in calls.finish():
+                yield ev
         yield usage or progress.estimated_usage(request)
         yield finish or Finish()
 

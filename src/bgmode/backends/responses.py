@@ -1,17 +1,25 @@
 """The `responses` backend: any upstream `/v1/responses` (OpenAI, vLLM, another bgmode).
 
-The upstream is asked statelessly: the whole expanded context goes as `input` (never a
+The upstream is asked statelessly: the whole expanded context goes as `input` items (never a
 `previous_response_id`, which would only exist in bgmode's own store), with `stream: true`
-and `store: false`. `instructions`, `max_output_tokens`, `temperature`, `top_p`,
-`reasoning.effort` and `text.verbosity` are sent when set; so are a few fields of the
-client's own request that change only how the text is produced (`reasoning.summary`,
+and `store: false`. Items go as they are (messages with their parts, `function_call`,
+`function_call_output`, hosted-tool items); a `reasoning` item goes with its upstream
+`encrypted_content` when it has one, else as its summary and text, without the id the
+upstream never saw. `instructions`, `max_output_tokens`, `temperature`, `top_p`,
+`reasoning.effort` and `text.verbosity` are sent when set; so are `tools` (hosted ones too),
+`tool_choice`, `parallel_tool_calls`, `max_tool_calls`, `include`, and a few fields of the
+client's own request that change only how the output is produced (`reasoning.summary`,
 `text.format`, `truncation`, `service_tier`, `user`, `safety_identifier`, `prompt_cache_key`).
 
-Upstream events become deltas, and the worker re-sequences them into bgmode's own event log:
-`response.output_text.delta` (and `refusal.delta`) → `TextDelta`;
-`response.reasoning_text.delta` / `response.reasoning_summary_text.delta` → `ReasoningDelta`;
-the terminal `response.completed` / `response.incomplete` → `Usage` then `Finish`;
-`response.failed` and `error` events → a failure with the upstream's message and code.
+Upstream events become typed output, and the worker re-sequences them into bgmode's own log:
+`output_text.delta` → `TextDelta`; `refusal.delta` → `RefusalDelta`; `reasoning_text.delta`
+→ `ReasoningDelta`; `reasoning_summary_text.delta` → `ReasoningDelta(summary=True, part=i)`;
+a reasoning item's final `encrypted_content` → `ReasoningToken`; a `function_call` item →
+`ToolCall` + `ToolArguments` (from its argument deltas, or its final arguments when none were
+streamed); `output_text.annotation.added` → `Annotation`; the end of any of those items →
+`ItemEnd`; every event of any other item type (`web_search_call`, `mcp_call`, ...) →
+`Passthrough`; the terminal `response.completed` / `response.incomplete` → `Usage` then
+`Finish`; `response.failed` and `error` events → a failure with the upstream's message.
 """
 
 from __future__ import annotations
@@ -19,7 +27,21 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from bgmode.backends.base import BackendEvent, Finish, ModelRequest, ReasoningDelta, TextDelta, Usage
+from bgmode.backends.base import (
+    Annotation,
+    BackendEvent,
+    Finish,
+    ItemEnd,
+    ModelRequest,
+    Passthrough,
+    ReasoningDelta,
+    ReasoningToken,
+    RefusalDelta,
+    TextDelta,
+    ToolArguments,
+    ToolCall,
+    Usage,
+)
 from bgmode.backends.http import HTTPBackend, Progress, SSEEvent, UpstreamFailure, event_json
 
 #: client request fields passed upstream as they are (they shape the output, not the job)
@@ -49,9 +71,6 @@ RESPONSE_ERROR_CODES = frozenset(
     }
 )
 
-# Two content parts (or summary parts) are joined with a blank line rather than run together.
-_PART_BREAK = "\n\n"
-
 
 class ResponsesBackend(HTTPBackend):
     """Streams from an upstream `/responses` endpoint."""
@@ -62,7 +81,7 @@ class ResponsesBackend(HTTPBackend):
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model_for(request),
-            "input": [{"type": "message", "role": m.role, "content": m.text} for m in request.messages],
+            "input": [out for it in request.input if (out := _upstream_item(it)) is not None],
             "stream": True,
             "store": False,
         }
@@ -87,13 +106,24 @@ class ResponsesBackend(HTTPBackend):
         for key in PASS_THROUGH:
             if request.body.get(key) is not None:
                 body[key] = request.body[key]
+        if request.tools:
+            body["tools"] = request.tools
+            body["tool_choice"] = request.tool_choice
+            body["parallel_tool_calls"] = request.parallel_tool_calls
+        elif request.tool_choice != "auto":
+            body["tool_choice"] = request.tool_choice
+        if request.max_tool_calls is not None:
+            body["max_tool_calls"] = request.max_tool_calls
+        if request.include:
+            body["include"] = request.include
         return body
 
     async def parse(
         self, events: AsyncIterator[SSEEvent], request: ModelRequest, progress: Progress
     ) -> AsyncIterator[BackendEvent]:
-        text_part: tuple[Any, ...] | None = None
-        reasoning_part: tuple[Any, ...] | None = None
+        # upstream item kinds by output_index; the function call whose arguments stream now
+        kinds: dict[Any, str] = {}
+        streamed_args: dict[Any, list[str]] = {}
         async for event in events:
             if event.data.strip() == "[DONE]":
                 break  # not part of the Responses protocol, but some servers add it
@@ -102,21 +132,50 @@ class ResponsesBackend(HTTPBackend):
                 continue
             kind = data.get("type") or event.event
             delta = data.get("delta")
-            if kind in ("response.output_text.delta", "response.refusal.delta"):
+            if kind == "response.output_text.delta":
                 if isinstance(delta, str) and delta:
-                    part: tuple[Any, ...] = (data.get("output_index"), data.get("content_index"))
-                    if text_part is not None and part != text_part:
-                        yield TextDelta(_PART_BREAK)
-                    text_part = part
                     yield TextDelta(delta)
-            elif kind in ("response.reasoning_text.delta", "response.reasoning_summary_text.delta"):
+            elif kind == "response.function_call_arguments.delta":
                 if isinstance(delta, str) and delta:
-                    part = (kind, data.get("output_index"), data.get("content_index"))
-                    part += (data.get("summary_index"),)
-                    if reasoning_part is not None and part != reasoning_part:
-                        yield ReasoningDelta(_PART_BREAK)
-                    reasoning_part = part
+                    streamed_args.setdefault(data.get("output_index"), []).append(delta)
+                    yield ToolArguments(delta)
+            elif kind == "response.refusal.delta":
+                if isinstance(delta, str) and delta:
+                    yield RefusalDelta(delta)
+            elif kind == "response.reasoning_text.delta":
+                if isinstance(delta, str) and delta:
                     yield ReasoningDelta(delta)
+            elif kind == "response.reasoning_summary_text.delta":
+                if isinstance(delta, str) and delta:
+                    part = data.get("summary_index")
+                    yield ReasoningDelta(delta, summary=True, part=part if isinstance(part, int) else 0)
+            elif kind == "response.output_text.annotation.added":
+                if isinstance(data.get("annotation"), dict):
+                    yield Annotation(data["annotation"])
+            elif kind in ("response.output_item.added", "response.output_item.done"):
+                raw_item = data.get("item")
+                item: dict[str, Any] = raw_item if isinstance(raw_item, dict) else {}
+                idx = data.get("output_index")
+                item_type = str(item.get("type"))
+                kinds.setdefault(idx, item_type)
+                if item_type not in _MODELLED:
+                    yield Passthrough(data)
+                elif kind == "response.output_item.added":
+                    if item_type == "function_call":
+                        yield ToolCall(str(item.get("call_id") or item.get("id") or ""), str(item.get("name") or ""))
+                else:  # done
+                    if item_type == "function_call":
+                        sent = "".join(streamed_args.get(idx, ()))
+                        final = item.get("arguments")
+                        if isinstance(final, str) and final.startswith(sent) and len(final) > len(sent):
+                            yield ToolArguments(final[len(sent) :])
+                    elif item_type == "reasoning":
+                        token = item.get("encrypted_content")
+                        if isinstance(token, str) and token:
+                            yield ReasoningToken(token)
+                    yield ItemEnd()
+            elif kinds.get(data.get("output_index")) not in (None, *_MODELLED) and kind.startswith("response."):
+                yield Passthrough(data)  # an event of a relayed (hosted-tool) item
             elif kind in ("response.completed", "response.incomplete"):
                 response = data.get("response") or {}
                 usage = response.get("usage")
@@ -143,6 +202,31 @@ class ResponsesBackend(HTTPBackend):
                 flat: dict[str, Any] = nested if isinstance(nested, dict) else data
                 raise UpstreamFailure(f"upstream error: {flat.get('message') or 'no message'}", _code(flat.get("code")))
         raise UpstreamFailure("upstream closed the stream before the response finished", retryable=True, broke=True)
+
+
+#: upstream item types bgmode models itself (the rest are relayed as they are)
+_MODELLED = ("message", "reasoning", "function_call")
+#: what a model needs of each item it is given back
+_ITEM_KEYS = {
+    "message": ("type", "role", "content"),
+    "function_call": ("type", "call_id", "name", "arguments"),
+    "function_call_output": ("type", "call_id", "output"),
+}
+
+
+def _upstream_item(item: dict[str, Any]) -> dict[str, Any] | None:
+    """An input item as the upstream gets it (no ids it never saw, no bgmode fields); None for
+    a reasoning item that is not the upstream's own (it could only look it up by an id it
+    never gave out)."""
+    kind = item.get("type", "message")
+    keys = _ITEM_KEYS.get(kind)
+    if keys is not None:
+        out = {k: item[k] for k in keys if k in item}
+        out.setdefault("type", kind)
+        return out
+    if kind == "reasoning":
+        return item if item.get("encrypted_content") else None
+    return item
 
 
 def responses_usage(raw: dict[str, Any]) -> Usage:
