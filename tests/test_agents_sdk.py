@@ -86,3 +86,24 @@ async def test_sqlite_session_history_with_reasoning_and_tool_items(
     stored = await session.get_items()
     types = [i.get("type", "message") for i in stored]  # type: ignore[union-attr]
     assert types.count("function_call") == 2 and types.count("reasoning") >= 2
+
+
+def test_agent_through_a_chat_upstream(make_server: type[BgmodeServer]) -> None:
+    """The same agent, served by bgmode in front of a Chat Completions upstream (the fake one,
+    which calls both tools, then answers quoting their results)."""
+    from tests.fake_upstream import FakeUpstream
+
+    with FakeUpstream() as fake:
+        fake.plan(
+            tool_calls=[
+                {"name": "get_weather", "arguments": ['{"city":', '"Paris"}']},
+                {"name": "get_time", "arguments": ['{"city":"Paris"}']},
+            ]
+        )
+        server = make_server(args=["--upstream-url", fake.base_url]).start()
+        result = Runner.run_sync(make_agent(server, reasoning=True), "Use get_weather and get_time for Paris.")
+        assert result.final_output == "a tool said sunny in Paris. a tool said 09:00 in Paris."
+        first, second = fake.bodies("/chat/completions")
+        assert [t["function"]["name"] for t in first["tools"]] == ["get_weather", "get_time"]
+        assert [m["role"] for m in second["messages"]][-3:] == ["assistant", "tool", "tool"]
+        assert second["messages"][-3]["tool_calls"][0]["function"]["arguments"] == '{"city":"Paris"}'

@@ -146,3 +146,29 @@ def test_the_upstream_key_never_reaches_the_client(
     assert all(KEY not in e.model_dump_json() for e in events)
     assert "retry 1/1" in server.log()
     assert KEY not in server.log()
+
+
+def test_hosted_tool_items_from_a_responses_upstream(
+    make_server: type[BgmodeServer], fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """A `responses` upstream's hosted-tool item and annotation are stored, returned and replayed
+    verbatim, renumbered into bgmode's log; its function calls become bgmode's own items."""
+    ann = {"type": "url_citation", "url": "https://e.com", "title": "e", "start_index": 0, "end_index": 2}
+    fake.plan("local", hosted=True, annotation=ann, text=["Hi"])
+    client = serve(make_server, "--config", config(tmp_path, fake, api="responses"))
+    r = client.responses.create(model="local", input="search", tools=[{"type": "web_search"}], background=True)
+    with client.responses.retrieve(r.id, stream=True) as s:
+        events = list(s)
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    types = [e.type for e in events]
+    assert "response.web_search_call.searching" in types and "response.output_text.annotation.added" in types
+    done = client.responses.retrieve(r.id)
+    assert [o.type for o in done.output] == ["web_search_call", "message"]
+    assert done.output[0].id == "ws_1" and done.output[0].status == "completed"  # type: ignore[union-attr]
+    assert done.output[1].content[0].annotations[0].url == "https://e.com"  # type: ignore[union-attr]
+    assert fake.bodies("/responses")[0]["tools"] == [{"type": "web_search"}]
+    # on a chat route the same tool is refused, naming it
+    chat = serve(make_server, "--config", config(tmp_path, fake, api="chat"))
+    with pytest.raises(openai.BadRequestError) as e:
+        chat.responses.create(model="local", input="x", tools=[{"type": "web_search"}])
+    assert e.value.body["param"] == "tools[0].type"  # type: ignore[index]
