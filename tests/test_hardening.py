@@ -47,8 +47,10 @@ def test_deep_json_is_refused_before_anything_is_stored(bgmode_server: BgmodeSer
 
 
 def test_json_as_deep_as_allowed_is_stored_and_sent_back(bgmode_server: BgmodeServer) -> None:
-    r = post(bgmode_server, {"model": "m", "input": "x", "background": True, "x_extra": nested(60)})
-    assert r.status_code == 200
+    # a hosted-tool item is stored verbatim (unknown top-level keys are a 400 unknown_parameter)
+    hosted = {"type": "web_search_call", "id": "ws_1", "status": "completed", "action": nested(60)}
+    r = post(bgmode_server, {"model": "m", "input": [{"role": "user", "content": "x"}, hosted], "background": True})
+    assert r.status_code == 200, r.text
     rid = r.json()["id"]
     with httpx.stream("GET", f"{bgmode_server.base_url}/responses/{rid}?stream=true", timeout=30) as s:
         assert b"response.completed" in b"".join(s.iter_bytes())

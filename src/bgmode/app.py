@@ -25,6 +25,7 @@ from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
 from bgmode.config import Settings
+from bgmode.conversations import Conversations
 from bgmode.errors import APIError, BodyTooLarge, InvalidRequest, ServiceUnavailable, Unauthorized
 from bgmode.hub import Hub
 from bgmode.openapi import MAX_SEQUENCE, OPENAPI
@@ -80,6 +81,7 @@ class Server:
             ),
             self.worker if settings.workers > 0 else None,
         )
+        self.conversations = Conversations(self.store)
         self._keys = [(k.encode(), t) for k, t in settings.api_keys.items()]
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -116,6 +118,8 @@ class Server:
                     n_resp, n_logs = await self.store.sweep(now - s.response_ttl, now - s.events_ttl, 500)
                     if n_resp < 500 and n_logs < 500:
                         break
+                while await self.store.conversation_sweep(now - s.conversation_ttl, 500) >= 500:
+                    pass
             except Exception:
                 log.exception("retention sweep failed")
             await asyncio.sleep(s.sweep_seconds)
@@ -259,6 +263,66 @@ class Server:
         )
         return JSON(page)
 
+    # -- conversations ----------------------------------------------------------------------
+
+    async def _json_request(self, request: Request) -> Any:
+        return await self.json_body(request.stream(), request.headers.get("content-length"))
+
+    async def conversation_create(self, request: Request) -> Response:
+        tenant = self.tenant(request)
+        return JSON(await self.conversations.create(await self._json_request(request), tenant))
+
+    async def conversation_get(self, request: Request) -> Response:
+        tenant = self.tenant(request)
+        return JSON(await self.conversations.get(request.path_params["conversation_id"], tenant))
+
+    async def conversation_update(self, request: Request) -> Response:
+        tenant = self.tenant(request)
+        body = await self._json_request(request)
+        return JSON(await self.conversations.update(request.path_params["conversation_id"], body, tenant))
+
+    async def conversation_delete(self, request: Request) -> Response:
+        tenant = self.tenant(request)
+        return JSON(await self.conversations.delete(request.path_params["conversation_id"], tenant))
+
+    async def conversation_items(self, request: Request) -> Response:
+        tenant = self.tenant(request)
+        q = request.query_params
+        limit = _int_param(q.get("limit"), "limit", 1, 100)
+        order = q.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise InvalidRequest(
+                f"Invalid 'order': expected 'asc' or 'desc', but got {order!r} instead.",
+                param="order",
+                code="invalid_value",
+            )
+        page = await self.conversations.list_items(
+            request.path_params["conversation_id"], tenant, limit or 20, order, q.get("after") or None, _include(q)
+        )
+        return JSON(page)
+
+    async def conversation_add_items(self, request: Request) -> Response:
+        tenant = self.tenant(request)
+        body = await self._json_request(request)
+        page = await self.conversations.add_items(
+            request.path_params["conversation_id"], body, tenant, _include(request.query_params)
+        )
+        return JSON(page)
+
+    async def conversation_item(self, request: Request) -> Response:
+        tenant = self.tenant(request)
+        p = request.path_params
+        return JSON(
+            await self.conversations.get_item(
+                p["conversation_id"], p["item_id"], tenant, _include(request.query_params)
+            )
+        )
+
+    async def conversation_item_delete(self, request: Request) -> Response:
+        tenant = self.tenant(request)
+        p = request.path_params
+        return JSON(await self.conversations.delete_item(p["conversation_id"], p["item_id"], tenant))
+
     async def models(self, request: Request) -> Response:
         self.tenant(request)
         return JSON({"object": "list", "data": self.router.models()})
@@ -346,6 +410,11 @@ def _flag(raw: str | None, name: str) -> bool:
         param=name,
         code="invalid_type",
     )
+
+
+def _include(q: Any) -> list[str]:
+    """`include[]=...` (as the SDKs send it) or `include=...`, repeated."""
+    return [*q.getlist("include[]"), *q.getlist("include")]
 
 
 def _int_param(raw: str | None, name: str, lo: int, hi: int) -> int | None:
@@ -439,6 +508,16 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
         Route("/v1/responses/{response_id}", server.delete, methods=["DELETE"]),
         Route("/v1/responses/{response_id}/cancel", server.cancel, methods=["POST"]),
         Route("/v1/responses/{response_id}/input_items", server.input_items, methods=["GET"]),
+        Route("/v1/conversations", server.conversation_create, methods=["POST"]),
+        Route("/v1/conversations/{conversation_id}", server.conversation_get, methods=["GET"]),
+        Route("/v1/conversations/{conversation_id}", server.conversation_update, methods=["POST"]),
+        Route("/v1/conversations/{conversation_id}", server.conversation_delete, methods=["DELETE"]),
+        Route("/v1/conversations/{conversation_id}/items", server.conversation_items, methods=["GET"]),
+        Route("/v1/conversations/{conversation_id}/items", server.conversation_add_items, methods=["POST"]),
+        Route("/v1/conversations/{conversation_id}/items/{item_id}", server.conversation_item, methods=["GET"]),
+        Route(
+            "/v1/conversations/{conversation_id}/items/{item_id}", server.conversation_item_delete, methods=["DELETE"]
+        ),
         Route("/v1/models", server.models, methods=["GET"]),
         Route("/healthz", server.healthz, methods=["GET"]),
         Route("/readyz", server.readyz, methods=["GET"]),

@@ -61,6 +61,13 @@ def _is_loopback(host: str) -> bool:
 @click.option("--upstream-key-env", default=None, envvar="BGMODE_UPSTREAM_KEY_ENV", help="Env var holding its key.")
 @click.option("--upstream-model", default=None, envvar="BGMODE_UPSTREAM_MODEL", help="Rewrite the model name.")
 @click.option(
+    "--upstream-option",
+    "upstream_options",
+    multiple=True,
+    envvar="BGMODE_UPSTREAM_OPTIONS",
+    help="A route option for the --upstream-url route, KEY=VALUE (repeatable; the env var takes them space-separated).",
+)
+@click.option(
     "--api-keys",
     default=None,
     envvar="BGMODE_API_KEYS",
@@ -92,6 +99,13 @@ def _is_loopback(host: str) -> bool:
     envvar="BGMODE_EVENTS_TTL",
     help="Seconds a finished response's event log is kept (replay).",
 )
+@click.option(
+    "--conversation-ttl",
+    default=30 * 24 * 3600.0,
+    show_default=True,
+    envvar="BGMODE_CONVERSATION_TTL",
+    help="Seconds a conversation is kept after its last change (items added, a turn, metadata).",
+)
 @click.option("--sweep-seconds", default=60.0, show_default=True, envvar="BGMODE_SWEEP_SECONDS")
 @click.option(
     "--reasoning-key",
@@ -119,6 +133,7 @@ def serve(**opts: Any) -> None:
             opts["upstream_api"],
             opts["upstream_key_env"],
             opts["upstream_model"],
+            upstream_options=opts["upstream_options"],
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -137,6 +152,7 @@ def serve(**opts: Any) -> None:
         max_queued_per_key=opts["max_queued_per_key"],
         response_ttl=opts["response_ttl"],
         events_ttl=opts["events_ttl"],
+        conversation_ttl=opts["conversation_ttl"],
         sweep_seconds=opts["sweep_seconds"],
         reasoning_key=opts["reasoning_key"],
     )

@@ -43,6 +43,8 @@ class Settings:
     #: retention of finished responses and of their event logs, in seconds
     response_ttl: float = 30 * 24 * 3600.0
     events_ttl: float = 24 * 3600.0
+    #: retention of conversations (with their items), in seconds since their last change
+    conversation_ttl: float = 30 * 24 * 3600.0
     sweep_seconds: float = 60.0
     #: seals reasoning `encrypted_content` (None: a random key kept in the store)
     reasoning_key: str | None = field(default=None, repr=False)

@@ -4,7 +4,8 @@ A response row keeps `request` (how to run it) beside its `input_items` (what th
 sent, with ids, as `/input_items` lists them). `request["history"]` holds the items that came
 before this request's input: with `previous_response_id`, the previous response's history,
 its input and its output items (function calls and reasoning included), so a chain is
-expanded once, at create time. At run time the context is `history + input_items`, with
+expanded once, at create time; with `conversation`, the conversation's items as they were
+when the turn began (`request["conversation"]` names it, for the append at the finish). At run time the context is `history + input_items`, with
 bgmode's own reasoning tokens opened and item ids and statuses dropped (a model needs
 neither; an upstream would try to look ids up).
 """
@@ -21,7 +22,7 @@ from bgmode.sealing import Sealer
 
 #: create-request fields not forwarded to pass-through backends as they are (the service
 #: expands or consumes them)
-NOT_FORWARDED = frozenset({"input", "instructions", "metadata", "model", "previous_response_id"})
+NOT_FORWARDED = frozenset({"input", "instructions", "metadata", "model", "previous_response_id", "conversation"})
 
 
 def run_request(req: CreateRequest, history: list[dict[str, Any]] | None) -> dict[str, Any]:
@@ -40,6 +41,8 @@ def run_request(req: CreateRequest, history: list[dict[str, Any]] | None) -> dic
     }
     if history:
         request["history"] = history
+    if req.conversation is not None:  # the turn's items are appended to it when it finishes
+        request["conversation"] = req.conversation
     if req.reasoning and req.reasoning.get("summary"):
         request["reasoning_summary"] = req.reasoning["summary"]
     if req.tools:

@@ -4,8 +4,10 @@ Validation is hand-written rather than a pydantic model on purpose: it is on the
 of every create, and it must name the offending `param` with OpenAI's codes
 (`invalid_type`, `integer_below_min_value`, `missing_required_parameter`, ...).
 Input items are validated in `items.py`; tools, `tool_choice`, `text.format` and `include` in
-`tools.py`. Unknown request fields are accepted and ignored, as lenient servers do, so newer
-SDKs keep working.
+`tools.py`. No parameter is silently ignored: an unknown top-level key (or an unknown key
+inside `reasoning`, `text`, `stream_options`) is a 400 `unknown_parameter`, as OpenAI answers;
+parameters bgmode cannot honour (`prompt` templates, ...) are a 400 `unsupported_parameter`
+when set; every other one is honoured or echoed with the meaning the README's table gives.
 """
 
 from __future__ import annotations
@@ -27,6 +29,63 @@ from bgmode.tools import (
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 VERBOSITIES = ("low", "medium", "high")
 MIN_MAX_OUTPUT_TOKENS = 16
+SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority", "fast", "ultrafast")
+TRUNCATIONS = ("auto", "disabled")
+PROMPT_CACHE_RETENTIONS = ("in_memory", "24h")
+SAFETY_IDENTIFIER_MAX = 64
+TOP_LOGPROBS_MAX = 20
+#: every create parameter OpenAI's spec has (anything else is a 400 `unknown_parameter`)
+CREATE_PARAMS = frozenset(
+    {
+        "model",
+        "input",
+        "instructions",
+        "previous_response_id",
+        "conversation",
+        "background",
+        "stream",
+        "stream_options",
+        "store",
+        "include",
+        "max_output_tokens",
+        "max_tool_calls",
+        "metadata",
+        "parallel_tool_calls",
+        "reasoning",
+        "service_tier",
+        "temperature",
+        "text",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "truncation",
+        "user",
+        "safety_identifier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "prompt",
+        "prompt_cache_options",
+        "context_management",
+        "moderation",
+        "image",
+        "access_programs",
+        "background_options",
+    }
+)
+#: spec parameters bgmode does not implement: a 400 `unsupported_parameter` unless null
+UNSUPPORTED_PARAMS = {
+    "prompt": "stored prompt templates do not exist in bgmode; send `instructions` and `input` instead",
+    "prompt_cache_options": "bgmode has no prompt cache to configure",
+    "context_management": "bgmode does not compact contexts",
+    "moderation": "bgmode runs no moderation model",
+    "image": "bgmode does not compress image contexts",
+    "access_programs": "bgmode has no access programs",
+    "background_options": "bgmode has no completion windows or continuations",
+}
+REASONING_KEYS = frozenset({"effort", "summary", "generate_summary"})
+TEXT_KEYS = frozenset({"format", "verbosity"})
+STREAM_OPTIONS_KEYS = frozenset({"include_obfuscation"})
 METADATA_MAX_PAIRS = 16
 METADATA_MAX_KEY = 64
 METADATA_MAX_VALUE = 512
@@ -78,6 +137,50 @@ def _enum(value: Any, param: str, allowed: tuple[str, ...]) -> str | None:
             code="invalid_value",
         )
     return value
+
+
+def unknown_parameter(name: str) -> InvalidRequest:
+    return InvalidRequest(f"Unknown parameter: '{name}'.", param=name, code="unknown_parameter")
+
+
+def _known_keys(obj: dict[str, Any], allowed: frozenset[str], prefix: str) -> None:
+    for k in obj:
+        if k not in allowed:
+            raise unknown_parameter(f"{prefix}{k}")
+
+
+def _max_len(value: str | None, name: str, limit: int) -> str | None:
+    if value is not None and len(value) > limit:
+        raise InvalidRequest(
+            f"Invalid '{name}': string too long. Expected a string with maximum length {limit}, "
+            f"but got a string with length {len(value)} instead.",
+            param=name,
+            code="string_above_max_length",
+        )
+    return value
+
+
+def parse_conversation(v: Any) -> str | None:
+    """`conversation`: a conversation id, or `{"id": ...}`."""
+    if v is None:
+        return None
+    if isinstance(v, dict):
+        _known_keys(v, frozenset({"id"}), "conversation.")
+        cid = v.get("id")
+        if cid is None:
+            raise InvalidRequest(
+                "Missing required parameter: 'conversation.id'.",
+                param="conversation.id",
+                code="missing_required_parameter",
+            )
+        if not isinstance(cid, str):
+            raise _invalid_type("conversation.id", "a string", cid)
+        v = cid
+    elif not isinstance(v, str):
+        raise _invalid_type("conversation", "a string or an object", v)
+    if not v:
+        raise InvalidRequest("Invalid 'conversation': empty string.", param="conversation", code="invalid_value")
+    return str(v)
 
 
 def _metadata(v: Any) -> dict[str, str]:
@@ -145,6 +248,15 @@ class CreateRequest:
     parallel_tool_calls: bool = True
     max_tool_calls: int | None = None
     include: list[str] = field(default_factory=list)
+    conversation: str | None = None
+    #: echoed as sent (OpenAI's default when absent); forwarded to a Responses upstream
+    service_tier: str = "auto"
+    truncation: str = "disabled"
+    user: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str = "in_memory"
+    top_logprobs: int = 0
 
 
 def parse_create(body: Any) -> CreateRequest:
@@ -158,6 +270,13 @@ def parse_create(body: Any) -> CreateRequest:
         raise _invalid_type("model", "a string", model)
     if not model:
         raise InvalidRequest("Invalid 'model': empty string.", param="model", code="invalid_value")
+    for k in body:
+        if k not in CREATE_PARAMS:
+            raise unknown_parameter(k)
+        if k in UNSUPPORTED_PARAMS and body[k] is not None:
+            raise InvalidRequest(
+                f"Unsupported parameter: '{k}': {UNSUPPORTED_PARAMS[k]}.", param=k, code="unsupported_parameter"
+            )
 
     background = bool(_opt_bool(body, "background"))
     stream = bool(_opt_bool(body, "stream"))
@@ -186,9 +305,12 @@ def parse_create(body: Any) -> CreateRequest:
     if reasoning is not None:
         if not isinstance(reasoning, dict):
             raise _invalid_type("reasoning", "an object", reasoning)
+        _known_keys(reasoning, REASONING_KEYS, "reasoning.")
         _enum(reasoning.get("effort"), "reasoning.effort", REASONING_EFFORTS)
         _enum(reasoning.get("summary"), "reasoning.summary", ("auto", "concise", "detailed"))
-        reasoning = {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")}
+        # `generate_summary`: the deprecated name of `summary`
+        legacy = _enum(reasoning.get("generate_summary"), "reasoning.generate_summary", ("auto", "concise", "detailed"))
+        reasoning = {"effort": reasoning.get("effort"), "summary": reasoning.get("summary") or legacy}
 
     text = body.get("text")
     if text is None:
@@ -196,6 +318,7 @@ def parse_create(body: Any) -> CreateRequest:
     elif not isinstance(text, dict):
         raise _invalid_type("text", "an object", text)
     else:
+        _known_keys(text, TEXT_KEYS, "text.")
         verbosity = _enum(text.get("verbosity"), "text.verbosity", VERBOSITIES)
         text = {"format": parse_text_format(text.get("format")), "verbosity": verbosity or "medium"}
 
@@ -210,6 +333,35 @@ def parse_create(body: Any) -> CreateRequest:
     parallel = _opt_bool(body, "parallel_tool_calls")
 
     prev = _opt_str(body, "previous_response_id")
+    conversation = parse_conversation(body.get("conversation"))
+    if conversation is not None and prev:
+        raise InvalidRequest(
+            "Mutually exclusive parameters. Ensure you are only providing one of: 'previous_response_id' or "
+            "'conversation'.",
+            code="mutually_exclusive_parameters",
+        )
+    stream_options = body.get("stream_options")
+    if stream_options is not None:
+        if not isinstance(stream_options, dict):
+            raise _invalid_type("stream_options", "an object", stream_options)
+        _known_keys(stream_options, STREAM_OPTIONS_KEYS, "stream_options.")
+        _opt_bool(stream_options, "include_obfuscation")
+        if not stream:
+            raise InvalidRequest(
+                "'stream_options' is only allowed when 'stream' is true.", param="stream_options", code="invalid_value"
+            )
+    top_logprobs = body.get("top_logprobs")
+    if top_logprobs is not None:
+        if isinstance(top_logprobs, bool) or not isinstance(top_logprobs, int):
+            raise _invalid_type("top_logprobs", "an integer", top_logprobs)
+        if not 0 <= top_logprobs <= TOP_LOGPROBS_MAX:
+            raise InvalidRequest(
+                f"Invalid 'top_logprobs': integer {'below minimum' if top_logprobs < 0 else 'above maximum'} value. "
+                f"Expected a value {'>= 0' if top_logprobs < 0 else f'<= {TOP_LOGPROBS_MAX}'}, "
+                f"but got {top_logprobs} instead.",
+                param="top_logprobs",
+                code="integer_below_min_value" if top_logprobs < 0 else "integer_above_max_value",
+            )
     return CreateRequest(
         model=model,
         input_items=input_items(body.get("input")),
@@ -230,6 +382,17 @@ def parse_create(body: Any) -> CreateRequest:
         parallel_tool_calls=True if parallel is None else parallel,
         max_tool_calls=parse_max_tool_calls(body.get("max_tool_calls")),
         include=parse_include(body.get("include")),
+        conversation=conversation,
+        service_tier=_enum(body.get("service_tier"), "service_tier", SERVICE_TIERS) or "auto",
+        truncation=_enum(body.get("truncation"), "truncation", TRUNCATIONS) or "disabled",
+        user=_opt_str(body, "user"),
+        safety_identifier=_max_len(_opt_str(body, "safety_identifier"), "safety_identifier", SAFETY_IDENTIFIER_MAX),
+        prompt_cache_key=_opt_str(body, "prompt_cache_key"),
+        prompt_cache_retention=_enum(
+            body.get("prompt_cache_retention"), "prompt_cache_retention", PROMPT_CACHE_RETENTIONS
+        )
+        or "in_memory",
+        top_logprobs=top_logprobs or 0,
     )
 
 
@@ -244,7 +407,9 @@ def response_object(
         "status": status,
         "background": req.background,
         "completed_at": None,
+        "conversation": {"id": req.conversation} if req.conversation else None,
         "error": None,
+        "frequency_penalty": 0.0,
         "incomplete_details": None,
         "instructions": req.instructions,
         "max_output_tokens": req.max_output_tokens,
@@ -252,19 +417,24 @@ def response_object(
         "model": model or req.model,
         "output": [],
         "parallel_tool_calls": req.parallel_tool_calls,
+        "presence_penalty": 0.0,
         "previous_response_id": req.previous_response_id,
+        "prompt": None,
+        "prompt_cache_key": req.prompt_cache_key,
+        "prompt_cache_retention": req.prompt_cache_retention,
         "reasoning": req.reasoning or {"effort": None, "summary": None},
-        "service_tier": "default",
+        "safety_identifier": req.safety_identifier,
+        "service_tier": req.service_tier,
         "store": req.store,
         "temperature": 1.0 if req.temperature is None else req.temperature,
         "text": req.text,
         "tool_choice": req.tool_choice,
         "tools": req.tools,
-        "top_logprobs": 0,
+        "top_logprobs": req.top_logprobs,
         "top_p": 1.0 if req.top_p is None else req.top_p,
-        "truncation": "disabled",
+        "truncation": req.truncation,
         "usage": None,
-        "user": None,
+        "user": req.user,
         "metadata": req.metadata,
     }
 

@@ -17,6 +17,7 @@ import orjson
 
 from bgmode.backends.base import BackendError, Finish, estimate_input_tokens
 from bgmode.context import following, model_request, run_request
+from bgmode.conversations import ConversationNotFound
 from bgmode.errors import InvalidRequest, NotFound, RateLimited, ResponseNotFound
 from bgmode.events import TERMINAL_EVENT_TYPES, ResponseBuilder
 from bgmode.hub import Hub
@@ -27,7 +28,7 @@ from bgmode.records import TERMINAL_VALUES, ResponseRecord, Status, StoredEvent
 from bgmode.routing import Route, Router
 from bgmode.sealing import Sealer
 from bgmode.sse import KEEPALIVE, frame
-from bgmode.store.base import Store
+from bgmode.store.base import ConversationLocked, Store
 from bgmode.tools import hosted_tools
 from bgmode.worker import Worker, seal_for
 
@@ -43,6 +44,11 @@ class Limits:
     #: how long a cancel of a running response waits for its worker to settle it
     cancel_wait_seconds: float = 5.0
     lease_seconds: float = 30.0
+    #: how long a turn lock of a conversation outlives a response that is not stored yet: a
+    #: background one being created (its row then holds the lock), a foreground one running
+    #: in its request (the lock is released when it ends; this bounds a server crash's)
+    background_hold_seconds: float = 60.0
+    foreground_hold_seconds: float = 600.0
 
 
 @dataclass
@@ -87,12 +93,15 @@ class Service:
         history = await self._history(req, tenant) if req.previous_response_id else None
         response_id = new_id("resp")
         now = time.time()
+        if req.background and (self.limits.max_queued or self.limits.max_queued_per_tenant):
+            await self._check_queue_limits(tenant)
+        if req.conversation is not None:
+            hold = self.limits.background_hold_seconds if req.background else self.limits.foreground_hold_seconds
+            history = await self._begin_turn(req.conversation, tenant, response_id, now + hold)
         request = run_request(req, history)
         if not req.background:
             return await self._create_sync(req, response_id, int(now), tenant, request)
 
-        if self.limits.max_queued or self.limits.max_queued_per_tenant:
-            await self._check_queue_limits(tenant)
         builder = ResponseBuilder(response_object(req, response_id, int(now), Status.QUEUED.value), 0)
         body_json = orjson.dumps(builder.body)
         events = [builder.lifecycle("response.created", body_json), builder.lifecycle("response.queued", body_json)]
@@ -119,7 +128,11 @@ class Service:
         except BaseException:
             if self.worker is not None and reserved:
                 self.worker.run_reserved(None)
+            if req.conversation is not None:
+                await self.store.conversation_end(req.conversation, response_id, [])
             raise
+        if req.conversation is not None and stored is not record:  # an idempotent repeat
+            await self.store.conversation_end(req.conversation, response_id, [])
         if self.worker is not None and reserved:
             self.worker.run_reserved(stored if stored is record else None)
         else:
@@ -166,6 +179,32 @@ class Service:
         if self.sealer is not None:
             self.sealer.open_items(req.input_items)  # a token that does not verify is a 400 now
 
+    async def _begin_turn(self, conversation: str, tenant: str, response_id: str, hold_until: float) -> list[Any]:
+        """Lock the conversation for this response; its items are the context."""
+        try:
+            items = await self.store.conversation_begin(conversation, tenant, response_id, hold_until)
+        except ConversationLocked as exc:
+            raise InvalidRequest(
+                f"Another response ('{exc.args[0]}') is in progress on conversation '{conversation}'; "
+                "retry when it has finished.",
+                param="conversation",
+                code="conversation_locked",
+            ) from None
+        if items is None:
+            raise ConversationNotFound(conversation, param="conversation")
+        return items
+
+    async def _end_turn(self, record: ResponseRecord, stored: bool) -> None:
+        """A foreground turn's end: append its items (if it ended completed or incomplete and was
+        stored) and release the conversation."""
+        conv = record.request.get("conversation")
+        if conv is None:
+            return
+        items: list[dict[str, Any]] = []
+        if stored and record.status in (Status.COMPLETED, Status.INCOMPLETE):
+            items = [*record.input_items, *(record.body.get("output") or ())]
+        await self.store.conversation_end(conv, record.id, items)
+
     async def _history(self, req: CreateRequest, tenant: str) -> list[dict[str, Any]]:
         assert req.previous_response_id
         prev = await self.store.get(req.previous_response_id)
@@ -200,18 +239,28 @@ class Service:
         )
         if req.stream:
             return Created(record, self._sync_stream(record, req.store))
-        async for _ in self._run_inline(record):
-            pass
-        if req.store:
-            await self.store.create(record, [])
+        stored = False
+        try:
+            async for _ in self._run_inline(record):
+                pass
+            if req.store:
+                await self.store.create(record, [])
+                stored = True
+        finally:
+            await asyncio.shield(self._end_turn(record, stored))
         return Created(record)
 
     async def _sync_stream(self, record: ResponseRecord, store: bool) -> AsyncIterator[bytes]:
-        async for events in self._run_inline(record):
-            for e in events:
-                yield frame(e)
-        if store:
-            await self.store.create(record, [])
+        stored = False
+        try:
+            async for events in self._run_inline(record):
+                for e in events:
+                    yield frame(e)
+            if store:
+                await self.store.create(record, [])
+                stored = True
+        finally:
+            await asyncio.shield(self._end_turn(record, stored))
 
     async def _run_inline(self, record: ResponseRecord) -> AsyncIterator[list[StoredEvent]]:
         """Run a non-background response in the request; the client disconnecting stops it."""

@@ -37,7 +37,7 @@ from bgmode.ids import new_id
 from bgmode.records import ResponseRecord, Status, StoredEvent
 from bgmode.routing import Router
 from bgmode.sealing import Sealer as ReasoningSealer
-from bgmode.store.base import Store, Write, WriteResult
+from bgmode.store.base import ConversationAppend, Store, Write, WriteResult
 
 log = logging.getLogger("bgmode.worker")
 
@@ -61,6 +61,10 @@ class Job:
     #: how many times a worker has started this response (this run included)
     attempts: int = 0
     dirty: bool = False
+    #: the conversation this response is a turn of, and the turn's input items (appended to it,
+    #: with the output, by the finishing write)
+    conversation: str | None = None
+    turn_input: list[dict[str, Any]] = field(default_factory=list)
 
     def take(self) -> list[StoredEvent]:
         buf, self.buf = self.buf, []
@@ -205,7 +209,7 @@ class Worker:
                         cur.write.body = w.body
                     waiters.append((p, cur))
                     continue
-                m = _Pending(Write(w.response_id, list(w.events), w.body, w.finish, w.force), p.job)
+                m = _Pending(Write(w.response_id, list(w.events), w.body, w.finish, w.force, w.conversation), p.job)
                 open_by_id[w.response_id] = m
                 merged.append(m)
                 waiters.append((p, m))
@@ -345,6 +349,9 @@ class Worker:
         body = rec.body
         builder = ResponseBuilder(body, rec.last_seq + 1, seal_for(rec, self.sealer))
         job.builder = builder
+        job.conversation = rec.request.get("conversation")
+        if job.conversation is not None:
+            job.turn_input = rec.input_items
         builder.set_status(Status.IN_PROGRESS.value)
         request: ModelRequest | None = None
         error: dict[str, Any] | None = None
@@ -433,7 +440,10 @@ class Worker:
         alt = copy.deepcopy(builder) if status != Status.CANCELLED else None
         unflushed = job.take()
         events = unflushed + builder.terminal(status, error=error, incomplete_reason=reason)
-        res = await self.submit_and_wait(job, Write(job.response_id, events, builder.body, status.value))
+        res = await self.submit_and_wait(
+            job,
+            Write(job.response_id, events, builder.body, status.value, conversation=turn_items(job, builder, status)),
+        )
         if res is WriteResult.OK and status in (Status.FAILED, Status.INCOMPLETE):
             model = str(builder.body.get("model"))
             route = self.router.resolve(model)
@@ -450,7 +460,15 @@ class Worker:
             # the cancel committed first: finish cancelled instead (the refused write wrote nothing)
             events = unflushed + alt.terminal(Status.CANCELLED)
             await self.submit_and_wait(
-                job, Write(job.response_id, events, alt.body, Status.CANCELLED.value, force=True)
+                job,
+                Write(
+                    job.response_id,
+                    events,
+                    alt.body,
+                    Status.CANCELLED.value,
+                    force=True,
+                    conversation=turn_items(job, alt, Status.CANCELLED),
+                ),
             )
 
     async def _hand_back(self, job: Job, builder: ResponseBuilder) -> None:
@@ -550,6 +568,17 @@ class Worker:
                 error["code"],
                 error["message"],
             )
+
+
+def turn_items(job: Job, builder: ResponseBuilder, status: Status) -> ConversationAppend | None:
+    """What a finishing response appends to its conversation: its input and output items when
+    it ends completed or incomplete; nothing when it failed or was cancelled (the turn did not
+    happen: retry it). Either way the finishing write ends the turn."""
+    if job.conversation is None:
+        return None
+    if status in (Status.COMPLETED, Status.INCOMPLETE):
+        return ConversationAppend(job.conversation, [*job.turn_input, *(builder.body.get("output") or ())])
+    return ConversationAppend(job.conversation, [])
 
 
 def _start_ticks(pid: int) -> str:

@@ -47,6 +47,47 @@ class Write:
     finish: str | None = None
     #: for a finishing write: finish even if a cancel was requested (the cancelled finish itself)
     force: bool = False
+    #: for a finishing write of a response run in a conversation: the items to append to it
+    #: (and the turn to end), applied in the same transaction, only if the write is accepted
+    conversation: ConversationAppend | None = None
+
+
+@dataclass(slots=True)
+class ConversationAppend:
+    """A turn's end: `items` appended to the conversation, its turn lock released."""
+
+    conversation_id: str
+    items: list[dict[str, Any]]
+
+
+@dataclass(slots=True)
+class ConversationRecord:
+    """A stored conversation (its items live apart, in order)."""
+
+    id: str
+    tenant: str
+    created_at: float
+    metadata: dict[str, str]
+
+
+def unique_ids(items: list[dict[str, Any]], taken: set[str]) -> list[dict[str, Any]]:
+    """`items` with every id already in `taken` (or repeated among them) replaced by a new one;
+    `taken` gains their ids."""
+    from bgmode.ids import new_id
+
+    out = []
+    for it in items:
+        iid = it.get("id")
+        if not isinstance(iid, str) or not iid or iid in taken:
+            prefix = iid.split("_", 1)[0] if isinstance(iid, str) and "_" in iid else "item"
+            it = {**it, "id": new_id(prefix)}
+        taken.add(it["id"])
+        out.append(it)
+    return out
+
+
+class ConversationLocked(Exception):
+    """Another response is running on this conversation (`Store.conversation_begin`)."""
 
 
 class Store(ABC):
@@ -145,6 +186,68 @@ class Store(ABC):
     async def secret(self, name: str, value: bytes) -> bytes:
         """The server secret `name`: stored as `value` if there is none yet (first writer wins,
         across processes), else the stored one. Keys every process must share live here."""
+
+    # -- conversations ------------------------------------------------------------------------
+    #
+    # A conversation is a row plus its items in order (positions 0..n, ids unique within it).
+    # A turn (a response run with `conversation`) takes the conversation's lock with
+    # `conversation_begin` and ends it with a finishing `Write.conversation` (background) or
+    # `conversation_end` (foreground). The lock is held while the locking response exists and
+    # is not finished, or, while it does not exist yet (being created, or run in a request),
+    # until `hold_until`.
+
+    @abstractmethod
+    async def conversation_create(self, conv: ConversationRecord, items: list[dict[str, Any]]) -> None:
+        """Insert a conversation and its first items atomically."""
+
+    @abstractmethod
+    async def conversation_get(self, conversation_id: str) -> ConversationRecord | None:
+        """The conversation, or None."""
+
+    @abstractmethod
+    async def conversation_update(self, conversation_id: str, metadata: dict[str, str]) -> ConversationRecord | None:
+        """Replace its metadata; None if there is no such conversation."""
+
+    @abstractmethod
+    async def conversation_delete(self, conversation_id: str) -> bool:
+        """Delete a conversation and its items; False if there was none."""
+
+    @abstractmethod
+    async def conversation_add(self, conversation_id: str, items: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """Append items (an id already in the conversation is replaced by a new one); the items
+        as stored, or None if there is no such conversation."""
+
+    @abstractmethod
+    async def conversation_items(
+        self, conversation_id: str, after: str | None, limit: int, order: str
+    ) -> tuple[list[dict[str, Any]], bool] | None:
+        """A page of items (`order` "asc" or "desc", after the item `after`) and whether more
+        follow; None if the conversation or the `after` item does not exist."""
+
+    @abstractmethod
+    async def conversation_item(self, conversation_id: str, item_id: str) -> dict[str, Any] | None:
+        """One item, or None."""
+
+    @abstractmethod
+    async def conversation_item_delete(self, conversation_id: str, item_id: str) -> bool:
+        """Delete one item; False if there was none."""
+
+    @abstractmethod
+    async def conversation_begin(
+        self, conversation_id: str, tenant: str, response_id: str, hold_until: float
+    ) -> list[dict[str, Any]] | None:
+        """Start a turn: lock the conversation for `response_id` and return all its items (the
+        context), in one transaction. None if the conversation does not exist for `tenant`;
+        raises `ConversationLocked` while another turn holds it."""
+
+    @abstractmethod
+    async def conversation_end(self, conversation_id: str, response_id: str, items: list[dict[str, Any]]) -> None:
+        """End a turn outside a finishing write: append `items` (if the conversation still
+        exists) and release the lock if `response_id` holds it, in one transaction."""
+
+    @abstractmethod
+    async def conversation_sweep(self, before: float, limit: int) -> int:
+        """Delete at most `limit` conversations (with their items) untouched since `before`."""
 
     async def wait_for_events(self, response_id: str, after: int, timeout: float) -> None:
         """Return when events after `after` may exist, or at `timeout`. Callers always re-read.

@@ -38,7 +38,15 @@ import orjson
 from asyncpg.pool import PoolConnectionProxy
 
 from bgmode.records import TERMINAL_VALUES, ResponseRecord, Status, StoredEvent
-from bgmode.store.base import Store, Write, WriteResult
+from bgmode.store.base import (
+    ConversationAppend,
+    ConversationLocked,
+    ConversationRecord,
+    Store,
+    Write,
+    WriteResult,
+    unique_ids,
+)
 
 log = logging.getLogger("bgmode.store.postgres")
 
@@ -84,6 +92,25 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (response_id, seq)
 );
 CREATE TABLE IF NOT EXISTS bgmode_secrets (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    metadata BYTEA NOT NULL,
+    next_pos BIGINT NOT NULL DEFAULT 0,
+    active_response TEXT,
+    active_until DOUBLE PRECISION
+);
+CREATE INDEX IF NOT EXISTS conversations_updated ON conversations (updated_at);
+CREATE TABLE IF NOT EXISTS conversation_items (
+    conversation_id TEXT NOT NULL,
+    pos BIGINT NOT NULL,
+    item_id TEXT NOT NULL,
+    data BYTEA NOT NULL,
+    PRIMARY KEY (conversation_id, pos)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS conversation_items_id ON conversation_items (conversation_id, item_id);
 """
 
 _COLUMNS = (
@@ -479,6 +506,7 @@ class PostgresStore(Store):
         ev_data: list[bytes] = []
         # per response: [finish, body, last_seq, notify], merged over its accepted writes
         changes: dict[str, list[Any]] = {}
+        appends: list[tuple[str, ConversationAppend]] = []
         for w, body in zip(writes, bodies, strict=True):
             st = state.get(w.response_id)
             if st is None or st[0] != worker_id or st[1] != Status.IN_PROGRESS:
@@ -523,6 +551,8 @@ class PostgresStore(Store):
                 st[0], st[1] = None, w.finish
                 ch[0] = w.finish
                 ch[3] = True
+                if w.conversation is not None:
+                    appends.append((w.response_id, w.conversation))
             results.append(WriteResult.OK)
         if ev_ids:
             await c.execute(_INSERT_EVENTS, ev_ids, ev_seqs, ev_types, ev_data)
@@ -537,6 +567,9 @@ class PostgresStore(Store):
                 [changes[i][3] for i in ids],
                 time.time(),
             )
+        # the turns' items, with their terminal writes (conversation rows locked in id order)
+        for rid, conv in sorted(appends, key=lambda a: a[1].conversation_id):
+            await _conv_append(c, conv.conversation_id, rid, conv.items)
         return results
 
     async def cancel_queued(self, response_id: str, body: dict[str, Any], events: list[StoredEvent]) -> bool:
@@ -682,6 +715,146 @@ class PostgresStore(Store):
 
         return await self._tx(run)
 
+    # -- conversations --------------------------------------------------------------------
+
+    async def conversation_create(self, conv: ConversationRecord, items: list[dict[str, Any]]) -> None:
+        async def run(c: _Conn) -> None:
+            await c.execute(
+                "INSERT INTO conversations (id, tenant, created_at, updated_at, metadata) VALUES ($1, $2, $3, $4, $5)",
+                conv.id,
+                conv.tenant,
+                conv.created_at,
+                time.time(),
+                orjson.dumps(conv.metadata),
+            )
+            await _conv_append(c, conv.id, None, items)
+
+        await self._tx(run)
+
+    async def conversation_get(self, conversation_id: str) -> ConversationRecord | None:
+        row = await self.pool.fetchrow(
+            "SELECT id, tenant, created_at, metadata FROM conversations WHERE id = $1", conversation_id
+        )
+        return None if row is None else ConversationRecord(row[0], row[1], row[2], orjson.loads(row[3]))
+
+    async def conversation_update(self, conversation_id: str, metadata: dict[str, str]) -> ConversationRecord | None:
+        row = await self.pool.fetchrow(
+            "UPDATE conversations SET metadata = $1, updated_at = $2 WHERE id = $3 RETURNING id, tenant, created_at",
+            orjson.dumps(metadata),
+            time.time(),
+            conversation_id,
+        )
+        return None if row is None else ConversationRecord(row[0], row[1], row[2], dict(metadata))
+
+    async def conversation_delete(self, conversation_id: str) -> bool:
+        async def run(c: _Conn) -> bool:
+            n = await c.fetchval(
+                "WITH d AS (DELETE FROM conversations WHERE id = $1 RETURNING 1) SELECT count(*) FROM d",
+                conversation_id,
+            )
+            await c.execute("DELETE FROM conversation_items WHERE conversation_id = $1", conversation_id)
+            return bool(n)
+
+        return await self._tx(run)
+
+    async def conversation_add(self, conversation_id: str, items: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        return await self._tx(lambda c: _conv_append(c, conversation_id, None, items))
+
+    async def conversation_items(
+        self, conversation_id: str, after: str | None, limit: int, order: str
+    ) -> tuple[list[dict[str, Any]], bool] | None:
+        async with self.pool.acquire() as c:
+            if await c.fetchval("SELECT 1 FROM conversations WHERE id = $1", conversation_id) is None:
+                return None
+            start = -1 if order == "asc" else 1 << 62
+            if after is not None:
+                pos = await c.fetchval(
+                    "SELECT pos FROM conversation_items WHERE conversation_id = $1 AND item_id = $2",
+                    conversation_id,
+                    after,
+                )
+                if pos is None:
+                    return None
+                start = pos
+            cmp, direction = (">", "ASC") if order == "asc" else ("<", "DESC")
+            rows = await c.fetch(
+                f"SELECT data FROM conversation_items WHERE conversation_id = $1 AND pos {cmp} $2"
+                f" ORDER BY pos {direction} LIMIT $3",
+                conversation_id,
+                start,
+                limit + 1,
+            )
+        return [orjson.loads(r[0]) for r in rows[:limit]], len(rows) > limit
+
+    async def conversation_item(self, conversation_id: str, item_id: str) -> dict[str, Any] | None:
+        data = await self.pool.fetchval(
+            "SELECT data FROM conversation_items WHERE conversation_id = $1 AND item_id = $2", conversation_id, item_id
+        )
+        return None if data is None else dict(orjson.loads(data))
+
+    async def conversation_item_delete(self, conversation_id: str, item_id: str) -> bool:
+        async def run(c: _Conn) -> bool:
+            n = await c.fetchval(
+                "WITH d AS (DELETE FROM conversation_items WHERE conversation_id = $1 AND item_id = $2 RETURNING 1)"
+                " SELECT count(*) FROM d",
+                conversation_id,
+                item_id,
+            )
+            if n:
+                await c.execute("UPDATE conversations SET updated_at = $1 WHERE id = $2", time.time(), conversation_id)
+            return bool(n)
+
+        return await self._tx(run)
+
+    async def conversation_begin(
+        self, conversation_id: str, tenant: str, response_id: str, hold_until: float
+    ) -> list[dict[str, Any]] | None:
+        async def run(c: _Conn) -> list[dict[str, Any]] | None:
+            row = await c.fetchrow(
+                "SELECT tenant, active_response, active_until FROM conversations WHERE id = $1 FOR UPDATE",
+                conversation_id,
+            )
+            if row is None or row[0] != tenant:
+                return None
+            now = time.time()
+            if row[1] is not None and row[1] != response_id:
+                st = await c.fetchval("SELECT status FROM responses WHERE id = $1", row[1])
+                if (st is not None and st not in TERMINAL_VALUES) or (st is None and (row[2] or 0) > now):
+                    raise ConversationLocked(row[1])
+            await c.execute(
+                "UPDATE conversations SET active_response = $1, active_until = $2, updated_at = $3 WHERE id = $4",
+                response_id,
+                hold_until,
+                now,
+                conversation_id,
+            )
+            rows = await c.fetch(
+                "SELECT data FROM conversation_items WHERE conversation_id = $1 ORDER BY pos", conversation_id
+            )
+            return [orjson.loads(r[0]) for r in rows]
+
+        return await self._tx(run)
+
+    async def conversation_end(self, conversation_id: str, response_id: str, items: list[dict[str, Any]]) -> None:
+        await self._tx(lambda c: _conv_append(c, conversation_id, response_id, items))
+
+    async def conversation_sweep(self, before: float, limit: int) -> int:
+        async def run(c: _Conn) -> int:
+            gone = await c.fetch(
+                "WITH old AS MATERIALIZED (SELECT id FROM conversations WHERE updated_at < $1"
+                " LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                " DELETE FROM conversations v USING old WHERE v.id = old.id RETURNING v.id",
+                before,
+                limit,
+            )
+            if gone:
+                await c.execute(
+                    "DELETE FROM conversation_items WHERE conversation_id = ANY($1::text[])", [r[0] for r in gone]
+                )
+            return len(gone)
+
+        return await self._tx(run)
+
     # -- wake-ups -------------------------------------------------------------------------
 
     async def wait_for_events(self, response_id: str, after: int, timeout: float) -> None:
@@ -720,3 +893,42 @@ class PostgresStore(Store):
             if not fut.done():
                 fut.cancel()
             self._work_waiters.discard(fut)
+
+
+async def _conv_append(
+    c: _Conn, conversation_id: str, response_id: str | None, items: list[dict[str, Any]]
+) -> list[dict[str, Any]] | None:
+    """Append `items` to a conversation (ids made unique in it) and, for `response_id`, end
+    its turn; None if the conversation does not exist."""
+    pos = await c.fetchval("SELECT next_pos FROM conversations WHERE id = $1 FOR UPDATE", conversation_id)
+    if pos is None:
+        return None
+    ids = [str(it.get("id")) for it in items if it.get("id")]
+    taken: set[str] = set()
+    if ids:
+        rows = await c.fetch(
+            "SELECT item_id FROM conversation_items WHERE conversation_id = $1 AND item_id = ANY($2::text[])",
+            conversation_id,
+            ids,
+        )
+        taken = {r[0] for r in rows}
+    items = unique_ids(items, taken)
+    if items:
+        await c.execute(
+            "INSERT INTO conversation_items (conversation_id, pos, item_id, data)"
+            " SELECT $1, p, i, d FROM unnest($2::bigint[], $3::text[], $4::bytea[]) AS t(p, i, d)",
+            conversation_id,
+            [pos + i for i in range(len(items))],
+            [it["id"] for it in items],
+            [orjson.dumps(it) for it in items],
+        )
+    await c.execute(
+        "UPDATE conversations SET next_pos = $1, updated_at = $2,"
+        " active_until = CASE WHEN active_response = $3 THEN NULL ELSE active_until END,"
+        " active_response = CASE WHEN active_response = $3 THEN NULL ELSE active_response END WHERE id = $4",
+        pos + len(items),
+        time.time(),
+        response_id,
+        conversation_id,
+    )
+    return items

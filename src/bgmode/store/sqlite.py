@@ -25,7 +25,15 @@ from typing import Any, TypeVar
 import orjson
 
 from bgmode.records import TERMINAL_VALUES, ResponseRecord, Status, StoredEvent
-from bgmode.store.base import Store, Write, WriteResult
+from bgmode.store.base import (
+    ConversationAppend,
+    ConversationLocked,
+    ConversationRecord,
+    Store,
+    Write,
+    WriteResult,
+    unique_ids,
+)
 
 T = TypeVar("T")
 
@@ -62,6 +70,25 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (response_id, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    metadata BLOB NOT NULL,
+    next_pos INTEGER NOT NULL DEFAULT 0,
+    active_response TEXT,
+    active_until REAL
+);
+CREATE INDEX IF NOT EXISTS conversations_updated ON conversations (updated_at);
+CREATE TABLE IF NOT EXISTS conversation_items (
+    conversation_id TEXT NOT NULL,
+    pos INTEGER NOT NULL,
+    item_id TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (conversation_id, pos)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS conversation_items_id ON conversation_items (conversation_id, item_id);
 """
 
 _COLUMNS = (
@@ -300,6 +327,7 @@ class SQLiteStore(Store):
                 ).fetchall()
             }
             out: list[WriteResult] = []
+            appends: list[tuple[str, ConversationAppend]] = []
             events: list[tuple[str, int, str, bytes]] = []
             progress: list[tuple[bytes | None, int | None, str]] = []
             finishes: list[tuple[str, bytes | None, int | None, float, str]] = []
@@ -324,6 +352,8 @@ class SQLiteStore(Store):
                 if w.finish is not None:
                     finishes.append((w.finish, body, last, now, w.response_id))
                     state[w.response_id] = (None, w.finish, st[2], new_last)
+                    if w.conversation is not None:
+                        appends.append((w.response_id, w.conversation))
                 else:
                     progress.append((body, last, w.response_id))
                     state[w.response_id] = (st[0], st[1], st[2], new_last)
@@ -341,6 +371,8 @@ class SQLiteStore(Store):
                     " lease_owner = NULL, lease_expires = NULL, updated_at = ? WHERE id = ?",
                     finishes,
                 )
+            for rid, conv in appends:  # the turn's items, with its terminal write
+                _conv_append(c, conv.conversation_id, rid, conv.items, now)
             return out
 
         return await self._write(run)
@@ -495,6 +527,177 @@ class SQLiteStore(Store):
             return len(ids), len(logs)
 
         return await self._write(run)
+
+    # -- conversations --------------------------------------------------------------------
+
+    async def conversation_create(self, conv: ConversationRecord, items: list[dict[str, Any]]) -> None:
+        meta = orjson.dumps(conv.metadata)
+
+        def run(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO conversations (id, tenant, created_at, updated_at, metadata) VALUES (?, ?, ?, ?, ?)",
+                (conv.id, conv.tenant, conv.created_at, time.time(), meta),
+            )
+            _conv_append(c, conv.id, None, items, time.time())
+
+        await self._write(run)
+
+    async def conversation_get(self, conversation_id: str) -> ConversationRecord | None:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT id, tenant, created_at, metadata FROM conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
+        )
+        return None if row is None else ConversationRecord(row[0], row[1], row[2], orjson.loads(row[3]))
+
+    async def conversation_update(self, conversation_id: str, metadata: dict[str, str]) -> ConversationRecord | None:
+        meta = orjson.dumps(metadata)
+
+        def run(c: sqlite3.Connection) -> ConversationRecord | None:
+            row = c.execute(
+                "UPDATE conversations SET metadata = ?, updated_at = ? WHERE id = ? RETURNING id, tenant, created_at",
+                (meta, time.time(), conversation_id),
+            ).fetchone()
+            return None if row is None else ConversationRecord(row[0], row[1], row[2], dict(metadata))
+
+        return await self._write(run)
+
+    async def conversation_delete(self, conversation_id: str) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            n = c.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,)).rowcount
+            c.execute("DELETE FROM conversation_items WHERE conversation_id = ?", (conversation_id,))
+            return n > 0
+
+        return await self._write(run)
+
+    async def conversation_add(self, conversation_id: str, items: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        return await self._write(lambda c: _conv_append(c, conversation_id, None, items, time.time()))
+
+    async def conversation_items(
+        self, conversation_id: str, after: str | None, limit: int, order: str
+    ) -> tuple[list[dict[str, Any]], bool] | None:
+        def run(c: sqlite3.Connection) -> tuple[list[dict[str, Any]], bool] | None:
+            if c.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone() is None:
+                return None
+            start = -1 if order == "asc" else 1 << 62
+            if after is not None:
+                row = c.execute(
+                    "SELECT pos FROM conversation_items WHERE conversation_id = ? AND item_id = ?",
+                    (conversation_id, after),
+                ).fetchone()
+                if row is None:
+                    return None
+                start = row[0]
+            cmp, direction = (">", "ASC") if order == "asc" else ("<", "DESC")
+            rows = c.execute(
+                f"SELECT data FROM conversation_items WHERE conversation_id = ? AND pos {cmp} ?"
+                f" ORDER BY pos {direction} LIMIT ?",
+                (conversation_id, start, limit + 1),
+            ).fetchall()
+            return [orjson.loads(r[0]) for r in rows[:limit]], len(rows) > limit
+
+        return await self._read(run)
+
+    async def conversation_item(self, conversation_id: str, item_id: str) -> dict[str, Any] | None:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT data FROM conversation_items WHERE conversation_id = ? AND item_id = ?",
+                (conversation_id, item_id),
+            ).fetchone()
+        )
+        return None if row is None else dict(orjson.loads(row[0]))
+
+    async def conversation_item_delete(self, conversation_id: str, item_id: str) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            n = c.execute(
+                "DELETE FROM conversation_items WHERE conversation_id = ? AND item_id = ?", (conversation_id, item_id)
+            ).rowcount
+            if n:
+                c.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (time.time(), conversation_id))
+            return n > 0
+
+        return await self._write(run)
+
+    async def conversation_begin(
+        self, conversation_id: str, tenant: str, response_id: str, hold_until: float
+    ) -> list[dict[str, Any]] | None:
+        def run(c: sqlite3.Connection) -> list[dict[str, Any]] | None | ConversationLocked:
+            row = c.execute(
+                "SELECT tenant, active_response, active_until FROM conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
+            if row is None or row[0] != tenant:
+                return None
+            now = time.time()
+            if row[1] is not None and row[1] != response_id:
+                st = c.execute("SELECT status FROM responses WHERE id = ?", (row[1],)).fetchone()
+                if (st is not None and st[0] not in TERMINAL_VALUES) or (st is None and (row[2] or 0) > now):
+                    return ConversationLocked(row[1])
+            c.execute(
+                "UPDATE conversations SET active_response = ?, active_until = ?, updated_at = ? WHERE id = ?",
+                (response_id, hold_until, now, conversation_id),
+            )
+            rows = c.execute(
+                "SELECT data FROM conversation_items WHERE conversation_id = ? ORDER BY pos", (conversation_id,)
+            ).fetchall()
+            return [orjson.loads(r[0]) for r in rows]
+
+        got = await self._write(run)
+        if isinstance(got, ConversationLocked):  # returned, not raised: a raise rolls back the batch
+            raise got
+        return got
+
+    async def conversation_end(self, conversation_id: str, response_id: str, items: list[dict[str, Any]]) -> None:
+        await self._write(lambda c: _conv_append(c, conversation_id, response_id, items, time.time()))
+
+    async def conversation_sweep(self, before: float, limit: int) -> int:
+        def run(c: sqlite3.Connection) -> int:
+            ids = [
+                r[0]
+                for r in c.execute(
+                    "SELECT id FROM conversations WHERE updated_at < ? LIMIT ?", (before, limit)
+                ).fetchall()
+            ]
+            for i in ids:
+                c.execute("DELETE FROM conversation_items WHERE conversation_id = ?", (i,))
+                c.execute("DELETE FROM conversations WHERE id = ?", (i,))
+            return len(ids)
+
+        return await self._write(run)
+
+
+def _conv_append(
+    c: sqlite3.Connection, conversation_id: str, response_id: str | None, items: list[dict[str, Any]], now: float
+) -> list[dict[str, Any]] | None:
+    """Append `items` to a conversation (ids made unique in it) and, for `response_id`, end
+    its turn; None if the conversation does not exist."""
+    row = c.execute("SELECT next_pos FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+    if row is None:
+        return None
+    taken: set[str] = set()
+    ids = [str(it.get("id")) for it in items if it.get("id")]
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        taken.update(
+            r[0]
+            for r in c.execute(
+                "SELECT item_id FROM conversation_items WHERE conversation_id = ?"
+                f" AND item_id IN ({','.join('?' * len(chunk))})",
+                (conversation_id, *chunk),
+            ).fetchall()
+        )
+    items = unique_ids(items, taken)
+    pos = row[0]
+    c.executemany(
+        "INSERT INTO conversation_items (conversation_id, pos, item_id, data) VALUES (?, ?, ?, ?)",
+        [(conversation_id, pos + i, it["id"], orjson.dumps(it)) for i, it in enumerate(items)],
+    )
+    c.execute(
+        "UPDATE conversations SET next_pos = ?, updated_at = ?,"
+        " active_until = CASE WHEN active_response = ? THEN NULL ELSE active_until END,"
+        " active_response = CASE WHEN active_response = ? THEN NULL ELSE active_response END WHERE id = ?",
+        (pos + len(items), now, response_id, response_id, conversation_id),
+    )
+    return items
 
 
 _INSERT_RESPONSE = (
