@@ -40,6 +40,11 @@ async def test_iter_sse_any_chunking_and_line_endings(size: int) -> None:
         (b'{"detail": "Not Found"}', "Not Found"),
         (b'{"object": "error", "message": "vllm says no"}', "vllm says no"),
         (b"<html>\n  Bad   Gateway\n</html>", "<html> Bad Gateway </html>"),
+        # a gateway that answers an error as an event stream
+        (
+            b'data: {"error": {"message": "UnsupportedParamsError: reasoning_effort"}}\n\ndata: [DONE]\n\n',
+            "UnsupportedParamsError: reasoning_effort",
+        ),
         (b"", ""),
     ],
 )

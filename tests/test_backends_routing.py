@@ -132,8 +132,8 @@ def test_the_command_line_upstream_serves_star(tmp_path: Path) -> None:
             "unknown key(s) for api = 'chat': idle_timout",
         ),
         (
-            '[[route]]\nmodel = "a"\napi = "responses"\nbase_url = "http://h/v1"\nsend_verbosity = true\n',
-            "unknown key(s) for api = 'responses': send_verbosity",
+            '[[route]]\nmodel = "a"\napi = "responses"\nbase_url = "http://h/v1"\nstream_usage = true\n',
+            "unknown key(s) for api = 'responses': stream_usage",
         ),
         (
             '[[route]]\nmodel = "a"\napi = "chat"\nbase_url = "http://h/v1"\napi_key_env = "NOPE"\n',
@@ -161,12 +161,48 @@ def test_config_errors_name_the_file_and_key(tmp_path: Path, config: str, expect
 
 
 def test_flag_errors() -> None:
-    with pytest.raises(ValueError, match="--upstream-key-env: environment variable MISSING is not set"):
+    with pytest.raises(ValueError, match="--upstream-url route.*api_key_env.*environment variable MISSING is not set"):
         Router.from_config(upstream_url="http://h/v1", upstream_key_env="MISSING", environ={})
     with pytest.raises(ValueError, match="--upstream-api: unknown API kind 'grpc'"):
         Router.from_config(upstream_url="http://h/v1", upstream_api="grpc", environ={})
     with pytest.raises(ValueError, match="need --upstream-url"):
         Router.from_config(upstream_api="chat", environ={})
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        Router.from_config(upstream_url="http://h/v1", upstream_options=["nonsense"], environ={})
+    with pytest.raises(ValueError, match="unknown key"):
+        Router.from_config(upstream_url="http://h/v1", upstream_options=["colour=blue"], environ={})
+    with pytest.raises(ValueError, match="accept_files"):
+        Router.from_config(
+            upstream_url="http://h/v1", upstream_api="responses", upstream_options=["accept_files=true"], environ={}
+        )
+
+
+def test_upstream_options_set_route_options() -> None:
+    chat = (
+        Router.from_config(
+            upstream_url="http://h/v1",
+            upstream_options=["send_reasoning_effort=false", "max_tokens_param=max_completion_tokens", "max_retries=1"],
+            environ={},
+        )
+        .routes["*"]
+        .backend
+    )
+    assert isinstance(chat, ChatBackend)
+    assert chat.options.send_reasoning_effort is False and chat.options.max_tokens_param == "max_completion_tokens"
+    assert chat.settings.max_retries == 1
+    resp = (
+        Router.from_config(
+            upstream_url="http://h/v1",
+            upstream_api="responses",
+            upstream_options=["send_reasoning_effort=false"],
+            environ={},
+        )
+        .routes["*"]
+        .backend
+    )
+    assert isinstance(resp, ResponsesBackend)
+    body = resp.build_body(ModelRequest(model="m", input=[user_message("x")], reasoning_effort="high"))
+    assert "reasoning" not in body
     with pytest.raises(ValueError, match="cannot read"):
         Router.from_config("/nonexistent/bgmode.toml", environ={})
 

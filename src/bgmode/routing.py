@@ -19,6 +19,10 @@ from a TOML file and/or the one-upstream command-line flags:
 Chat-only keys: `max_tokens_param` ("max_tokens" | "max_completion_tokens"),
 `send_reasoning_effort` (true), `send_verbosity` (false), `stream_usage` (true),
 `accept_files` (false: `input_file` parts are a 400 at create unless the upstream takes them).
+Responses-only keys: `send_reasoning_effort` (true), `send_verbosity` (true).
+
+With `--upstream-url`, `--upstream-option KEY=VALUE` (repeatable) sets any of these keys for
+that one route, e.g. `--upstream-option send_reasoning_effort=false`.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from __future__ import annotations
 import os
 import time
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,9 +55,10 @@ _HTTP_KEYS = frozenset(
     }
 )
 _CHAT_KEYS = frozenset({"max_tokens_param", "send_reasoning_effort", "send_verbosity", "stream_usage", "accept_files"})
+_RESPONSES_KEYS = frozenset({"send_reasoning_effort", "send_verbosity"})
 _ALLOWED = {
     "sim": _COMMON_KEYS,
-    "responses": _COMMON_KEYS | _HTTP_KEYS,
+    "responses": _COMMON_KEYS | _HTTP_KEYS | _RESPONSES_KEYS,
     "chat": _COMMON_KEYS | _HTTP_KEYS | _CHAT_KEYS,
 }
 
@@ -92,6 +97,7 @@ class Router:
         upstream_key_env: str | None = None,
         upstream_model: str | None = None,
         *,
+        upstream_options: Sequence[str] = (),
         environ: Mapping[str, str] | None = None,
     ) -> Router:
         """Routes from a TOML file and/or one upstream given on the command line.
@@ -106,18 +112,25 @@ class Router:
             routes.update(_load_file(path, env))
         if upstream_url is not None:
             api = upstream_api or "chat"
-            where = "--upstream-api"
             if api not in ("chat", "responses"):
-                raise ValueError(f"{where}: unknown API kind {api!r} (expected chat or responses)")
-            settings = UpstreamSettings(
-                base_url=_check_url(upstream_url, "--upstream-url"),
-                api_key=_key(upstream_key_env, env, "--upstream-key-env") if upstream_key_env else None,
-                upstream_model=upstream_model,
+                raise ValueError(f"--upstream-api: unknown API kind {api!r} (expected chat or responses)")
+            # the flags make one [[route]] table, checked exactly as the file's are
+            table: dict[str, Any] = {"model": "*", "api": api, "base_url": upstream_url}
+            if upstream_key_env:
+                table["api_key_env"] = upstream_key_env
+            if upstream_model:
+                table["upstream_model"] = upstream_model
+            for option in upstream_options:
+                key, sep, raw = option.partition("=")
+                if not sep or not key.strip():
+                    raise ValueError(f"--upstream-option: expected KEY=VALUE, got {option!r}")
+                table[key.strip()] = _option_value(raw.strip())
+            for route in _build_routes(table, "--upstream-option (the --upstream-url route)", env):
+                routes[route.model] = route
+        elif upstream_api or upstream_key_env or upstream_model or upstream_options:
+            raise ValueError(
+                "--upstream-api, --upstream-key-env, --upstream-model and --upstream-option need --upstream-url"
             )
-            backend: Backend = ChatBackend(settings) if api == "chat" else ResponsesBackend(settings)
-            routes["*"] = Route("*", backend, api, upstream_model)
-        elif upstream_api is not None or upstream_key_env is not None or upstream_model is not None:
-            raise ValueError("--upstream-api, --upstream-key-env and --upstream-model need --upstream-url")
         if not routes:
             return cls.simulated()
         return cls(routes)
@@ -227,8 +240,20 @@ def _build_routes(table: dict[str, Any], where: str, env: Mapping[str, str]) -> 
         )
         backend = ChatBackend(settings, options)
     else:
-        backend = ResponsesBackend(settings)
+        backend = ResponsesBackend(
+            settings,
+            send_reasoning_effort=t.bool_("send_reasoning_effort", True),
+            send_verbosity=t.bool_("send_verbosity", True),
+        )
     return [Route(name, backend, api, upstream_model) for name in names]
+
+
+def _option_value(raw: str) -> Any:
+    """A `--upstream-option` value as TOML reads it (true, 8, 0.5, "text"), else the text."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
 
 
 def _model_names(t: _Table) -> list[str]:

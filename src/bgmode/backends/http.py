@@ -404,12 +404,20 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
 
 
 def error_message(body: bytes) -> str:
-    """The human message in an upstream error body (OpenAI, Ollama, FastAPI shapes, or text)."""
+    """The human message in an upstream error body (OpenAI, Ollama, FastAPI shapes, JSON or a
+    server-sent event stream carrying one of those, or text)."""
     text = body.decode("utf-8", "replace").strip()
     try:
         data: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
         data = None
+        for line in text.splitlines():  # an error sent as SSE: the first `data:` that is JSON
+            if line.startswith("data:"):
+                try:
+                    data = orjson.loads(line[5:].strip())
+                except orjson.JSONDecodeError:
+                    continue
+                break
     found: Any = None
     if isinstance(data, dict):
         err = data.get("error")

@@ -42,7 +42,7 @@ from bgmode.backends.base import (
     ToolCall,
     Usage,
 )
-from bgmode.backends.http import HTTPBackend, Progress, SSEEvent, UpstreamFailure, event_json
+from bgmode.backends.http import HTTPBackend, Progress, SSEEvent, UpstreamFailure, UpstreamSettings, event_json
 
 #: client request fields passed upstream as they are (they shape the output, not the job)
 PASS_THROUGH = ("truncation", "service_tier", "user", "safety_identifier", "prompt_cache_key")
@@ -78,6 +78,14 @@ class ResponsesBackend(HTTPBackend):
     kind = "responses"
     path = "/responses"
 
+    def __init__(
+        self, settings: UpstreamSettings, *, send_reasoning_effort: bool = True, send_verbosity: bool = True
+    ) -> None:
+        super().__init__(settings)
+        #: upstreams that refuse these parameters for some models (gateways in front of them)
+        self.send_reasoning_effort = send_reasoning_effort
+        self.send_verbosity = send_verbosity
+
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model_for(request),
@@ -94,12 +102,12 @@ class ResponsesBackend(HTTPBackend):
         if request.top_p is not None:
             body["top_p"] = request.top_p
         reasoning = _subset(request.body.get("reasoning"), ("summary",))
-        if request.reasoning_effort:
+        if request.reasoning_effort and self.send_reasoning_effort:
             reasoning["effort"] = request.reasoning_effort
         if reasoning:
             body["reasoning"] = reasoning
         text = _subset(request.body.get("text"), ("format",))
-        if request.verbosity:
+        if request.verbosity and self.send_verbosity:
             text["verbosity"] = request.verbosity
         if text:
             body["text"] = text
