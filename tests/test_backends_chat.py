@@ -317,3 +317,14 @@ async def test_a_json_answer_instead_of_a_stream_fails_clearly(fake: FakeUpstrea
     assert error is not None
     assert "not an event stream: streaming is not supported" in error.message
     assert len(fake.requests) == 1
+
+
+async def test_an_upstream_400_naming_a_parameter_says_which_option_to_turn_off(fake: FakeUpstream, make: Any) -> None:
+    fake.plan(
+        status=400,
+        error_message="litellm.UnsupportedParamsError: gpt-x does not support parameters: ['reasoning_effort']",
+    )
+    events, err = await collect(make(), request(reasoning_effort="medium"))
+    assert events == [] and err is not None and err.code == "invalid_prompt"
+    assert "UnsupportedParamsError" in err.message
+    assert "send_reasoning_effort=false" in err.message

@@ -343,6 +343,8 @@ class HTTPBackend(Backend):
         message = f"upstream {self.where} returned HTTP {status} {response.reason or ''}".rstrip()
         if detail:
             message += f": {detail}"
+        if status in CLIENT_FAULT_STATUSES:
+            message += option_hint(detail)
         failure = UpstreamFailure(
             message,
             "invalid_prompt" if status in CLIENT_FAULT_STATUSES else "server_error",
@@ -401,6 +403,28 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
     except (aiohttp.ClientError, TimeoutError):
         pass  # the status alone is enough to report
     return b"".join(chunks)
+
+
+#: parameters bgmode sends that some upstreams refuse, and the route option that stops it
+_OPTION_HINTS = (
+    ("reasoning_effort", "send_reasoning_effort=false"),
+    ("reasoning", "send_reasoning_effort=false"),
+    ("verbosity", "send_verbosity=false"),
+    ("max_completion_tokens", "max_tokens_param=max_tokens"),
+    ("max_tokens", "max_tokens_param=max_completion_tokens"),
+    ("stream_options", "stream_usage=false"),
+)
+
+
+def option_hint(detail: str) -> str:
+    """For an upstream 400 that names a parameter bgmode sends: which route option turns it off."""
+    for param, option in _OPTION_HINTS:
+        if param in detail:
+            return (
+                f" (bgmode sent '{param}': if this upstream does not support it, set `{option}` on its route,"
+                f" or --upstream-option {option})"
+            )
+    return ""
 
 
 def error_message(body: bytes) -> str:
