@@ -28,6 +28,7 @@ from bgmode.config import Settings
 from bgmode.conversations import Conversations
 from bgmode.errors import APIError, BodyTooLarge, InvalidRequest, ServiceUnavailable, Unauthorized
 from bgmode.hub import Hub
+from bgmode.models import ModelList
 from bgmode.openapi import MAX_SEQUENCE, OPENAPI
 from bgmode.routing import Router
 from bgmode.sealing import Sealer
@@ -82,6 +83,7 @@ class Server:
             self.worker if settings.workers > 0 else None,
         )
         self.conversations = Conversations(self.store)
+        self.model_list = ModelList(self.router)
         self._keys = [(k.encode(), t) for k, t in settings.api_keys.items()]
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -325,7 +327,7 @@ class Server:
 
     async def models(self, request: Request) -> Response:
         self.tenant(request)
-        return JSON({"object": "list", "data": self.router.models()})
+        return JSON({"object": "list", "data": await self.model_list.entries()})
 
     async def healthz(self, request: Request) -> Response:
         return JSON({"status": "ok"})
