@@ -311,3 +311,11 @@ def test_turns_across_two_servers_on_postgres(pg_database_url: str, make_server:
     assert texts(ca, conv.id) == got
     r = httpx.get(f"{a.base_url}/conversations/{conv.id}/items?order=asc&limit=1")
     assert r.status_code == 200 and r.json()["has_more"] is True
+
+
+def test_a_streamed_foreground_turn_is_appended(client: OpenAI) -> None:
+    conv = client.conversations.create(items=[IMAGE_MSG])  # type: ignore[list-item]
+    with client.responses.create(model="m", input="hi", conversation=conv.id, stream=True) as stream:
+        final = [e for e in stream if e.type == "response.completed"][0].response
+    assert final.output_text.startswith("I see 1 image.") and final.conversation is not None
+    assert [role for role, _ in texts(client, conv.id)] == ["user", "user", "assistant"]
