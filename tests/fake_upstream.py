@@ -204,6 +204,9 @@ class FakeUpstream:
         if method == "GET" and path == "/v1/models":
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.plans]
             return await _send_json(writer, 200, {"object": "list", "data": data})
+        if method == "POST" and path == "/v1/responses/input_tokens":  # the fake counts words
+            words = len(json.dumps(body.get("input") if isinstance(body, dict) else "").split())
+            return await _send_json(writer, 200, {"object": "response.input_tokens", "input_tokens": 1000 + words})
         if method != "POST" or path not in ("/v1/chat/completions", "/v1/responses"):
             return await _send_json(writer, 404, _error("no such route", "not_found"))
         model = str(body.get("model")) if isinstance(body, dict) else ""

@@ -325,6 +325,13 @@ class Server:
         p = request.path_params
         return JSON(await self.conversations.delete_item(p["conversation_id"], p["item_id"], tenant))
 
+    async def input_tokens(self, request: Request) -> Response:
+        tenant = self.tenant(request)
+        body = await self.json_body(request.stream(), request.headers.get("content-length"))
+        if body is None:
+            raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+        return JSON(await self.service.count_input_tokens(body, tenant))
+
     async def models(self, request: Request) -> Response:
         self.tenant(request)
         return JSON({"object": "list", "data": await self.model_list.entries()})
@@ -508,6 +515,7 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
         Route("/v1/responses", _answered_by_app, methods=["POST"]),
         Route("/v1/responses/{response_id}", server.retrieve, methods=["GET"]),
         Route("/v1/responses/{response_id}", server.delete, methods=["DELETE"]),
+        Route("/v1/responses/input_tokens", server.input_tokens, methods=["POST"]),
         Route("/v1/responses/{response_id}/cancel", server.cancel, methods=["POST"]),
         Route("/v1/responses/{response_id}/input_items", server.input_items, methods=["GET"]),
         Route("/v1/conversations", server.conversation_create, methods=["POST"]),

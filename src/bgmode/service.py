@@ -158,6 +158,37 @@ class Service:
                 headers={"Retry-After": "1"},
             )
 
+    async def count_input_tokens(self, body: Any, tenant: str) -> dict[str, Any]:
+        """`POST /v1/responses/input_tokens`: the input a create with this body would send, counted
+        by the backend that would serve it (nothing is stored, no conversation is locked)."""
+        req = parse_create(body)
+        route = self.router.resolve(req.model)
+        if route is None:
+            raise NotFound(
+                f"The model `{req.model}` does not exist or you do not have access to it.",
+                code="model_not_found",
+            )
+        self._check_route(req, route)
+        history: list[Any] | None = await self._history(req, tenant) if req.previous_response_id else None
+        if req.conversation is not None:
+            conv = await self.store.conversation_get(req.conversation)
+            page = await self.store.conversation_items(req.conversation, None, 1_000_000, "asc")
+            if conv is None or conv.tenant != tenant or page is None:
+                raise ConversationNotFound(req.conversation, param="conversation")
+            history = page[0]
+        record = ResponseRecord(
+            id="resp_count",
+            tenant=tenant,
+            status=Status.QUEUED.value,
+            background=False,
+            body={},
+            input_items=req.input_items,
+            request=run_request(req, history),
+            created_at=time.time(),
+        )
+        count = await route.backend.count_input_tokens(model_request(record, self.sealer))
+        return {"object": "response.input_tokens", "input_tokens": count}
+
     def _check_route(self, req: CreateRequest, route: Route) -> None:
         """What only some backends can do: hosted tools, files, bgmode's reasoning tokens."""
         if route.kind != "responses":

@@ -197,6 +197,11 @@ class Backend(ABC):
     def stream(self, request: ModelRequest) -> AsyncIterator[BackendEvent]:
         """Run the model and yield what it produces (see the module docstring)."""
 
+    async def count_input_tokens(self, request: ModelRequest) -> int:
+        """How many tokens the request's input is (`POST /v1/responses/input_tokens`): an
+        estimate unless the backend can ask the model server."""
+        return estimate_input_tokens(request)
+
     def check(self, metadata: dict[str, str]) -> None:  # noqa: B027 - optional hook
         """Refuse, at create time, request `metadata` this backend reads and cannot use: raise
         `ValueError(param, message)`; the client gets a 400 naming `param`."""

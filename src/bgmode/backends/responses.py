@@ -27,6 +27,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
+import orjson
+
 from bgmode.backends.base import (
     Annotation,
     BackendEvent,
@@ -85,6 +88,21 @@ class ResponsesBackend(HTTPBackend):
         #: upstreams that refuse these parameters for some models (gateways in front of them)
         self.send_reasoning_effort = send_reasoning_effort
         self.send_verbosity = send_verbosity
+
+    async def count_input_tokens(self, request: ModelRequest) -> int:
+        """The upstream's own count (`POST {base_url}/responses/input_tokens`), else an estimate."""
+        body = {k: v for k, v in self.build_body(request).items() if k not in ("stream", "store", "include")}
+        try:
+            async with self._http().post(
+                self.url + "/input_tokens", data=orjson.dumps(body), headers=self._headers(), proxy=self._proxy
+            ) as response:
+                if response.status == 200:
+                    count = (await response.json()).get("input_tokens")
+                    if isinstance(count, int) and not isinstance(count, bool):
+                        return count
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            pass
+        return await super().count_input_tokens(request)
 
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
