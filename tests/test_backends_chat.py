@@ -328,3 +328,22 @@ async def test_an_upstream_400_naming_a_parameter_says_which_option_to_turn_off(
     assert events == [] and err is not None and err.code == "invalid_prompt"
     assert "UnsupportedParamsError" in err.message
     assert "send_reasoning_effort=false" in err.message
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(413, "invalid_prompt"), (422, "invalid_prompt"), (403, "server_error"), (404, "server_error")]
+)
+async def test_client_fault_statuses_fail_at_once(fake: FakeUpstream, make: Any, status: int, code: str) -> None:
+    fake.plan(status=status)
+    events, error = await collect(make(max_retries=3), request())
+    assert events == [] and error is not None and error.code == code
+    assert f"HTTP {status}" in error.message
+    assert len(fake.requests) == 1  # not retried
+
+
+@pytest.mark.parametrize("status", [408, 409])
+async def test_408_and_409_are_retried(fake: FakeUpstream, make: Any, status: int) -> None:
+    fake.plan(fail_first=[status], retry_after="0")
+    events, error = await collect(make(max_retries=2), request())
+    assert error is None and text(events) == "Hello, world!"
+    assert len(fake.requests) == 2
