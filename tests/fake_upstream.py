@@ -29,6 +29,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
+from itertools import zip_longest
 from typing import Any
 
 from bgmode.backends.base import Backend, BackendError, BackendEvent, ModelRequest, TextDelta
@@ -75,13 +76,19 @@ class Plan:
     #: seconds to wait before each delta (a model's pace; used by bench/relay.py)
     delta_delay: float = 0.0
     #: tool calls to make (instead of text) when the request's last message is not a tool
-    #: result: [{"name": ..., "arguments": [piece, ...], "id": optional}]; after tool results
-    #: the fake answers with text quoting them ("get_weather said: sunny.")
+    #: result: [{"name": ..., "arguments": [piece, ...], "id": optional (None: none sent),
+    #: "no_deltas": responses only, arguments only in output_item.done}]; after tool results
+    #: the fake answers with text quoting them ("a tool said sunny.")
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    #: chat: send the pieces of the calls interleaved by index
+    #: chat: send the pieces of the calls interleaved by index (round robin: the first chunk
+    #: of every call, then the second of every call, ...)
     interleave: bool = False
     #: chat: a raw `tool_calls` entry to send (malformed on purpose), after the text
     bad_tool_call: Any = None
+    #: chat: raw `delta` objects, one chunk each, sent after the tool calls (each a delta)
+    chat_deltas: list[dict[str, Any]] = field(default_factory=list)
+    #: responses: raw events (sequence numbers added) sent right after `response.in_progress`
+    events: list[dict[str, Any]] = field(default_factory=list)
     #: refusal chunks (chat `delta.refusal`; responses `response.refusal.delta`), after the text
     refusal: list[str] = field(default_factory=list)
     #: responses: a web_search_call item (with its own events) before the text
@@ -318,21 +325,24 @@ class _Stream:
         for piece in plan.refusal:
             await self._before_delta()
             await self._data(chunk({"refusal": piece}))
-        deltas: list[dict[str, Any]] = []
+        by_call: list[list[dict[str, Any]]] = []
         for i, call in enumerate(calls):
-            pieces = list(call.get("arguments") or [])
-            first = {"index": i, "id": call.get("id", f"call_fake_{i}"), "type": "function"}
-            deltas.append({**first, "function": {"name": call["name"], "arguments": ""}})
-            deltas.extend({"index": i, "function": {"arguments": p}} for p in pieces)
-        if plan.interleave:  # the first piece of every call, then the second of every call, ...
-            deltas.sort(key=lambda d: (d.get("function", {}).get("name") is None, 0))
-            by_call: dict[int, list[dict[str, Any]]] = {}
-            for d in deltas:
-                by_call.setdefault(d["index"], []).append(d)
-            deltas = [d for group in zip(*by_call.values(), strict=False) for d in group]
+            first: dict[str, Any] = {"index": i, "type": "function"}
+            if call.get("id", "") is not None:
+                first["id"] = call.get("id") or f"call_fake_{i}"
+            mine = [{**first, "function": {"name": call["name"], "arguments": ""}}]
+            mine.extend({"index": i, "function": {"arguments": p}} for p in call.get("arguments") or ())
+            by_call.append(mine)
+        if plan.interleave:
+            deltas = [d for group in zip_longest(*by_call) for d in group if d is not None]
+        else:
+            deltas = [d for mine in by_call for d in mine]
         for d in deltas:
             await self._before_delta()
             await self._data(chunk({"tool_calls": [d]}))
+        for raw in plan.chat_deltas:
+            await self._before_delta()
+            await self._data(chunk(raw))
         if plan.bad_tool_call is not None:
             await self._data(chunk({"tool_calls": [plan.bad_tool_call]}))
         if plan.fail_event:
@@ -373,6 +383,8 @@ class _Stream:
         }
         await self._event({"type": "response.created", "response": dict(resp)})
         await self._event({"type": "response.in_progress", "response": dict(resp)})
+        for raw in plan.events:
+            await self._event(dict(raw))
         index = 0
         if plan.reasoning:
             rs = {"id": "rs_1", "type": "reasoning", "summary": [], "status": "in_progress"}
@@ -451,6 +463,8 @@ class _Stream:
                 "call_id": call.get("id", f"call_fake_{i}"),
                 "name": call["name"],
             }
+            if fc["call_id"] is None:
+                del fc["call_id"]
             await self._event({"type": "response.output_item.added", "output_index": index, "item": fc})
             for piece in pieces if not call.get("no_deltas") else ():
                 await self._before_delta()

@@ -6,12 +6,21 @@ Request translation (`ModelRequest` → `POST {base_url}/chat/completions`):
 - `instructions` → a leading `system` message; `developer` turns → `system` (few servers
   other than OpenAI know the `developer` role);
 - message items → messages: text parts as text (one string when a message is text only),
-  `input_image` → `image_url` parts (`detail` `original` → `auto`), `input_file` → `file` parts;
+  `input_image` → `image_url` parts (`detail` `original`, which Chat lacks, → `auto`),
+  `input_file` → `file` parts (`file_data`, or `file_url` as `file_id`; `filename`). Whether
+  files may be sent is decided at create time (`ChatOptions.accept_files`);
 - consecutive `function_call` items → one assistant message with `tool_calls` (joined to the
-  assistant message just before them); `function_call_output` → a `tool` message;
-- `reasoning` items are not sent: Chat Completions has no standard field for them;
-- `tools` (function tools) → `{"type": "function", "function": {...}}`; `tool_choice`,
-  `parallel_tool_calls` (only with tools); `text.format` → `response_format`;
+  assistant message just before them); `function_call_output` → a `tool` message (a list
+  output: its text joined, or text and `image_url` parts when it has images);
+- `reasoning` items are not sent: Chat Completions has no standard field for them (vLLM's
+  `reasoning` and DeepSeek's `reasoning_content` on assistant messages are each one server's
+  extension, and DeepSeek rejects the field it does not know); hosted-tool items are not
+  sent either (a `chat` route refuses hosted tools at create time);
+- `tools` (function tools) → `{"type": "function", "function": {...}}`; `tool_choice`
+  (`{"type": "function", "name"}` → `{"type": "function", "function": {"name"}}`,
+  `allowed_tools` → `{"type": "allowed_tools", "allowed_tools": {"mode", "tools"}}`) and
+  `parallel_tool_calls` only with tools; `text.format` → `response_format` (`json_schema`
+  nested under `json_schema`, `json_object` as it is);
 - `max_output_tokens` → `max_tokens` (or `max_completion_tokens`, which OpenAI's reasoning
   models require: `ChatOptions.max_tokens_param`); `temperature`, `top_p` as they are;
   `reasoning.effort` → `reasoning_effort` (unless turned off); `text.verbosity` → `verbosity`
@@ -23,11 +32,15 @@ Request translation (`ModelRequest` → `POST {base_url}/chat/completions`):
 Stream translation: `delta.content` → `TextDelta`, `delta.refusal` → `RefusalDelta`,
 `delta.reasoning_content` / `delta.reasoning` → `ReasoningDelta`, `delta.tool_calls[]` (by
 `index`: the first chunk of a call has its `id` and `function.name`, later ones pieces of
-`function.arguments`) → `ToolCall` + `ToolArguments` (the first call streams live; later ones
-are released whole when the stream ends, so calls whose chunks interleave stay apart), the
-usage chunk → `Usage` (estimated when the upstream reports none), `finish_reason` "length" →
-incomplete (`max_output_tokens`), "content_filter" → incomplete (`content_filter`). A tool-call
-chunk that makes no sense (no index, arguments for a call that never got a name) is a failure.
+`function.arguments`) → `ToolCall` (with a minted `call_…` id when the upstream sends none)
++ `ToolArguments`. The first call streams live; a later one is held and released whole, in
+index order, when the stream ends (or fails), because until then an earlier call may still
+receive pieces (servers may interleave calls by index) and each call's events must be
+contiguous. The usage chunk → `Usage` (estimated when the upstream reports none);
+`finish_reason` "stop" / "tool_calls" → a normal finish, "length" → incomplete
+(`max_output_tokens`), "content_filter" → incomplete (`content_filter`). A tool-call chunk
+that makes no sense (not an object, no index, arguments for a call that never got a name, a
+call that never gets one) is a failure that keeps the output streamed so far.
 """
 
 from __future__ import annotations
@@ -58,6 +71,8 @@ from bgmode.backends.http import (
     event_json,
 )
 
+_STOP = Finish()
+#: finish reasons that make the response incomplete ("stop", "tool_calls" and any other: a normal stop)
 _FINISH: dict[str, Finish] = {
     "length": Finish("max_output_tokens"),
     "content_filter": Finish("content_filter"),
@@ -80,28 +95,34 @@ class ChatOptions:
     accept_files: bool = False
 
 
-def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+_TEXT_PARTS = frozenset({"input_text", "output_text", "text", "refusal"})
+_CHAT_DETAILS = frozenset({"low", "high", "auto"})
+
+
+def _content(parts: list[Any]) -> str | list[dict[str, Any]]:
     """Chat content for Responses content parts: a string when it is all text."""
-    if all(p.get("type") in ("input_text", "output_text", "text", "refusal") for p in parts):
+    parts = [p for p in parts if isinstance(p, dict)]
+    if all(p.get("type") in _TEXT_PARTS for p in parts):
         return "".join(part_text(p) for p in parts)
     out: list[dict[str, Any]] = []
     for p in parts:
         kind = p.get("type")
-        if kind == "input_image":
-            detail = p.get("detail") or "auto"
-            url = {"url": p.get("image_url", ""), "detail": detail if detail in ("low", "high", "auto") else "auto"}
+        if kind in _TEXT_PARTS:
+            out.append({"type": "text", "text": part_text(p)})
+        elif kind == "input_image":
+            detail = p.get("detail")
+            url = {"url": p.get("image_url") or "", "detail": detail if detail in _CHAT_DETAILS else "auto"}
             out.append({"type": "image_url", "image_url": url})
         elif kind == "input_file":
             file: dict[str, Any] = {}
             if p.get("file_data"):
                 file["file_data"] = p["file_data"]
-            elif p.get("file_url"):
-                file["file_id"] = p["file_url"]
+            elif p.get("file_url") or p.get("file_id"):
+                file["file_id"] = p.get("file_url") or p.get("file_id")
             if p.get("filename"):
                 file["filename"] = p["filename"]
             out.append({"type": "file", "file": file})
-        else:
-            out.append({"type": "text", "text": part_text(p)})
+        # any other part type has no Chat equivalent
     return out
 
 
@@ -121,12 +142,12 @@ def chat_messages(request: ModelRequest) -> list[dict[str, Any]]:
             call = {
                 "id": it.get("call_id"),
                 "type": "function",
-                "function": {"name": it.get("name"), "arguments": it.get("arguments", "")},
+                "function": {"name": it.get("name"), "arguments": it.get("arguments") or ""},
             }
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant":
                 last.setdefault("tool_calls", []).append(call)
-                if last.get("content") == "":
+                if last.get("content") in ("", []):
                     last["content"] = None
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
@@ -134,11 +155,21 @@ def chat_messages(request: ModelRequest) -> list[dict[str, Any]]:
             out = it.get("output")
             content = out if isinstance(out, str) else _content(list(out or ()))
             messages.append({"role": "tool", "tool_call_id": it.get("call_id"), "content": content})
-        # reasoning and hosted-tool items: Chat Completions has no place for them
+        # reasoning and hosted-tool items: Chat Completions has no standard place for them
     return messages
 
 
+def chat_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flat Responses function tools → Chat's nested `{"type": "function", "function": {...}}`."""
+    out = []
+    for t in tools:
+        fn = {k: t[k] for k in ("name", "description", "parameters", "strict") if t.get(k) is not None}
+        out.append({"type": "function", "function": fn})
+    return out
+
+
 def chat_tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
+    """A Responses `tool_choice` as Chat Completions spells it."""
     if isinstance(choice, str):
         return choice
     if choice.get("type") == "function":
@@ -147,27 +178,35 @@ def chat_tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
         tools = [
             {"type": "function", "function": {"name": t.get("name")}}
             for t in choice.get("tools") or ()
-            if t.get("type") == "function"
+            if isinstance(t, dict) and t.get("type") == "function"
         ]
         return {"type": "allowed_tools", "allowed_tools": {"mode": choice.get("mode", "auto"), "tools": tools}}
     return "auto"
 
 
-def response_format(fmt: dict[str, Any]) -> dict[str, Any]:
-    if fmt.get("type") == "json_schema":
+def response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:
+    """A Responses `text.format` as Chat's `response_format` (None for plain text)."""
+    kind = fmt.get("type")
+    if kind == "json_schema":
         schema = {"name": fmt.get("name") or "response_schema", "schema": fmt.get("schema") or {}}
         schema["strict"] = bool(fmt.get("strict"))
         if fmt.get("description"):
             schema["description"] = fmt["description"]
         return {"type": "json_schema", "json_schema": schema}
-    return {"type": "json_object"}
+    if kind == "json_object":
+        return {"type": "json_object"}
+    return None
 
 
 @dataclass
 class _Call:
-    call_id: str
-    name: str
+    call_id: str | None
+    name: str | None = None
     args: list[str] = field(default_factory=list)
+
+
+def _malformed(what: str, chunk: Any) -> UpstreamFailure:
+    return UpstreamFailure(f"upstream sent a malformed tool call ({what}): {str(chunk)[:200]!r}")
 
 
 class _ToolCalls:
@@ -183,23 +222,33 @@ class _ToolCalls:
 
     def feed(self, chunk: Any) -> Iterator[BackendEvent]:
         if not isinstance(chunk, dict):
-            raise UpstreamFailure(f"upstream sent a malformed tool call: {str(chunk)[:200]!r}")
+            raise _malformed("not an object", chunk)
         index = chunk.get("index")
-        fn = chunk.get("function") or {}
-        if not isinstance(index, int) or isinstance(index, bool) or not isinstance(fn, dict):
-            raise UpstreamFailure(f"upstream sent a malformed tool call (no index or function): {str(chunk)[:200]!r}")
-        name, piece = fn.get("name"), fn.get("arguments")
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise _malformed("no index", chunk)
+        fn = chunk.get("function")
+        if fn is None:
+            fn = {}
+        elif not isinstance(fn, dict):
+            raise _malformed("function is not an object", chunk)
         call = self.calls.get(index)
         if call is None:
-            if not isinstance(name, str) or not name:
-                raise UpstreamFailure(f"upstream sent arguments for tool call {index}, which has no name")
             call_id = chunk.get("id")
-            if not isinstance(call_id, str) or not call_id:
-                call_id = "call_" + os.urandom(12).hex()
-            call = self.calls[index] = _Call(call_id, name)
-            if self.live is None:
-                self.live = index
-                yield ToolCall(call.call_id, call.name)
+            call = self.calls[index] = _Call(call_id if isinstance(call_id, str) and call_id else None)
+        if call.name is None:
+            name = fn.get("name")
+            if isinstance(name, str) and name:
+                call.name = name
+                if call.call_id is None:
+                    call.call_id = "call_" + os.urandom(12).hex()
+                if self.live is None:
+                    self.live = index
+                    yield ToolCall(call.call_id, name)
+            elif fn.get("arguments"):
+                raise UpstreamFailure(f"upstream sent arguments for tool call {index}, which has no name")
+            else:
+                return  # an id (or nothing) before the name: wait for it
+        piece = fn.get("arguments")
         if isinstance(piece, str) and piece:
             if index == self.live:
                 yield ToolArguments(piece)
@@ -207,13 +256,19 @@ class _ToolCalls:
                 call.args.append(piece)
 
     def finish(self) -> Iterator[BackendEvent]:
+        """The held calls, whole, in index order."""
         for index in sorted(self.calls):
-            if index == self.live:
-                continue
             call = self.calls[index]
+            if index == self.live or call.name is None or call.call_id is None:
+                continue
             yield ToolCall(call.call_id, call.name)
             if call.args:
                 yield ToolArguments("".join(call.args))
+
+    def check(self) -> None:
+        for index, call in self.calls.items():
+            if call.name is None:
+                raise UpstreamFailure(f"upstream sent tool call {index} without a name")
 
 
 class ChatBackend(HTTPBackend):
@@ -241,82 +296,87 @@ class ChatBackend(HTTPBackend):
         if request.verbosity and self.options.send_verbosity:
             body["verbosity"] = request.verbosity
         tools = request.function_tools
-        if tools:
-            body["tools"] = [
-                {
-                    "type": "function",
-                    "function": {
-                        k: v
-                        for k, v in (
-                            ("name", t["name"]),
-                            ("description", t.get("description")),
-                            ("parameters", t.get("parameters")),
-                            ("strict", t.get("strict")),
-                        )
-                        if v is not None
-                    },
-                }
-                for t in tools
-            ]
+        if tools:  # tool_choice and parallel_tool_calls without tools are a 400 on OpenAI
+            body["tools"] = chat_tools(tools)
             body["tool_choice"] = chat_tool_choice(request.tool_choice)
             body["parallel_tool_calls"] = request.parallel_tool_calls
-        elif request.tool_choice == "none" and request.tools:
-            body["tool_choice"] = "none"
         if request.text_format:
-            body["response_format"] = response_format(request.text_format)
+            fmt = response_format(request.text_format)
+            if fmt is not None:
+                body["response_format"] = fmt
         return body
 
     async def parse(
         self, events: AsyncIterator[SSEEvent], request: ModelRequest, progress: Progress
     ) -> AsyncIterator[BackendEvent]:
+        calls = _ToolCalls()
+        try:
+            async for ev in self._parse(events, request, progress, calls):
+                yield ev
+        except UpstreamFailure:
+            # Keep what the model said: the held calls were streamed, only not yet released.
+            for ev in calls.finish():
+                yield ev
+            raise
+
+    async def _parse(
+        self, events: AsyncIterator[SSEEvent], request: ModelRequest, progress: Progress, calls: _ToolCalls
+    ) -> AsyncIterator[BackendEvent]:
         usage: Usage | None = None
         finish: Finish | None = None
-        calls: _ToolCalls | None = None
         done = False
         async for event in events:
-            if event.data.strip() == "[DONE]":
+            data = event.data
+            if not data.startswith("{") and data.strip() == "[DONE]":
                 done = True
                 break
             chunk = event_json(event)
             if not isinstance(chunk, dict):
                 continue
-            if chunk.get("error"):
+            choices = chunk.get("choices")
+            if choices:
+                for choice in choices:
+                    if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                        continue
+                    delta = choice.get("delta")
+                    if delta:
+                        text = delta.get("content")
+                        if text and isinstance(text, str):  # the common case: one token of text
+                            yield TextDelta(text)
+                            if len(delta) == 1:
+                                if choice.get("finish_reason"):
+                                    finish = _FINISH.get(choice["finish_reason"], _STOP)
+                                continue
+                        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                        if reasoning and isinstance(reasoning, str):
+                            yield ReasoningDelta(reasoning)
+                        refusal = delta.get("refusal")
+                        if refusal and isinstance(refusal, str):
+                            yield RefusalDelta(refusal)
+                        tool_calls = delta.get("tool_calls")
+                        if tool_calls is not None:
+                            if not isinstance(tool_calls, list):
+                                raise _malformed("tool_calls is not a list", tool_calls)
+                            for tc in tool_calls:
+                                for ev in calls.feed(tc):
+                                    yield ev
+                    reason = choice.get("finish_reason")
+                    if reason:
+                        finish = _FINISH.get(reason, _STOP)
+            elif chunk.get("error"):
                 # vLLM and OpenAI report a failure mid-stream as an error chunk.
                 raise UpstreamFailure(f"upstream error: {_error_text(chunk['error'])}")
-            if isinstance(chunk.get("usage"), dict):
-                usage = chat_usage(chunk["usage"])
-            for choice in chunk.get("choices") or ():
-                if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                    continue
-                delta = choice.get("delta") or {}
-                text = delta.get("content")
-                if isinstance(text, str) and text:  # the common case first
-                    yield TextDelta(text)
-                else:
-                    reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-                    if isinstance(reasoning, str) and reasoning:
-                        yield ReasoningDelta(reasoning)
-                    refusal = delta.get("refusal")
-                    if isinstance(refusal, str) and refusal:
-                        yield RefusalDelta(refusal)
-                    tool_calls = delta.get("tool_calls")
-                    if tool_calls is not None:
-                        if not isinstance(tool_calls, list):
-                            raise UpstreamFailure(f"upstream sent malformed tool_calls: {str(tool_calls)[:200]!r}")
-                        calls = calls or _ToolCalls()
-                        for tc in tool_calls:
-                            for ev in calls.feed(tc):
-                                yield ev
-                reason = choice.get("finish_reason")
-                if reason:
-                    finish = _FINISH.get(reason, Finish())
+            raw_usage = chunk.get("usage")
+            if raw_usage and isinstance(raw_usage, dict):
+                usage = chat_usage(raw_usage)
         if not done and finish is None:
             raise UpstreamFailure("upstream closed the stream before the model finished", retryable=True, broke=True)
-        if calls is not None:
-            for ev in calls.finish():
-                yield ev
+        calls.check()
+        for ev in calls.finish():
+            yield ev
+        calls.calls.clear()
         yield usage or progress.estimated_usage(request)
-        yield finish or Finish()
+        yield finish or _STOP
 
 
 def chat_usage(raw: dict[str, Any]) -> Usage:

@@ -7,9 +7,9 @@
   it relays hundreds of streams), and a semaphore that caps how many responses
   the backend runs at once (taken before connecting, so queued work never opens sockets);
 - retries with exponential backoff (honouring `Retry-After`) for an unreachable upstream, a
-  429/408/409/5xx status, or a stream that ends before its first token. Once a token has been
-  yielded nothing is retried: the response must not repeat text, so a break is a failure that
-  keeps the partial output;
+  429/408/409/5xx status, or a stream that ends before its first output. Once anything has
+  been yielded (text, reasoning, a refusal, a tool call, a relayed event) nothing is retried:
+  the response must not repeat output, so a break is a failure that keeps the partial output;
 - the idle timeout: aiohttp's `sock_read` timeout applies to every socket read, so an upstream
   that stalls mid-stream raises instead of hanging;
 - redaction: the API key (and any credentials in the URL) never reaches an error message or a
@@ -40,12 +40,15 @@ from bgmode.backends.base import (
     Backend,
     BackendError,
     BackendEvent,
+    Finish,
     ModelRequest,
     ReasoningDelta,
+    RefusalDelta,
     TextDelta,
+    ToolArguments,
+    ToolCall,
     Usage,
     estimate_input_tokens,
-    estimate_tokens,
 )
 from bgmode.retry_after import retry_after
 
@@ -175,21 +178,43 @@ class UpstreamFailure(Exception):
 
 @dataclass
 class Progress:
-    """What one attempt has streamed so far (to estimate usage and to word failures)."""
+    """What one attempt has streamed so far (to estimate usage and to word failures).
+
+    `deltas` counts every piece of output yielded (text, reasoning, refusals, tool calls and
+    their arguments, relayed upstream events): once it is not 0 nothing is retried."""
 
     deltas: int = 0
-    text: list[str] = field(default_factory=list)
-    reasoning: list[str] = field(default_factory=list)
+    #: characters of output text (message text, refusals, tool names and arguments)
+    chars: int = 0
+    #: characters of reasoning text
+    reasoning_chars: int = 0
+
+    def count(self, event: BackendEvent) -> None:
+        """Count one yielded event (the common case, a text delta, first)."""
+        if type(event) is TextDelta:
+            self.chars += len(event.text)
+        elif type(event) is ReasoningDelta:
+            self.reasoning_chars += len(event.text)
+        elif type(event) is ToolArguments:
+            self.chars += len(event.delta)
+        elif type(event) is RefusalDelta:
+            self.chars += len(event.text)
+        elif type(event) is ToolCall:
+            self.chars += len(event.name)
+        elif type(event) is Usage or type(event) is Finish:
+            return
+        self.deltas += 1
 
     def estimated_usage(self, request: ModelRequest) -> Usage:
         """A usage estimate, for upstreams that report none."""
         prompt = estimate_input_tokens(request)
-        reasoning = estimate_tokens("".join(self.reasoning))
-        return Usage(
-            input_tokens=prompt,
-            output_tokens=estimate_tokens("".join(self.text)) + reasoning,
-            reasoning_tokens=reasoning,
-        )
+        reasoning = _tokens(self.reasoning_chars)
+        return Usage(input_tokens=prompt, output_tokens=_tokens(self.chars) + reasoning, reasoning_tokens=reasoning)
+
+
+def _tokens(chars: int) -> int:
+    """`estimate_tokens` for a text of `chars` characters."""
+    return max(1, (chars + 3) // 4) if chars else 0
 
 
 class HTTPBackend(Backend):
@@ -261,13 +286,9 @@ class HTTPBackend(Backend):
                             raise UpstreamFailure(
                                 f"upstream {self.where} answered with JSON, not an event stream: {detail}"
                             )
+                        count = progress.count
                         async for event in self.parse(iter_sse(response.content.iter_any()), request, progress):
-                            if isinstance(event, TextDelta):
-                                progress.deltas += 1
-                                progress.text.append(event.text)
-                            elif isinstance(event, ReasoningDelta):
-                                progress.deltas += 1
-                                progress.reasoning.append(event.text)
+                            count(event)
                             yield event
                     return
                 except UpstreamFailure as exc:

@@ -3,13 +3,15 @@
 The upstream is asked statelessly: the whole expanded context goes as `input` items (never a
 `previous_response_id`, which would only exist in bgmode's own store), with `stream: true`
 and `store: false`. Items go as they are (messages with their parts, `function_call`,
-`function_call_output`, hosted-tool items); a `reasoning` item goes with its upstream
-`encrypted_content` when it has one, else as its summary and text, without the id the
-upstream never saw. `instructions`, `max_output_tokens`, `temperature`, `top_p`,
+`function_call_output`, hosted-tool items); a `reasoning` item that carries the upstream's own
+`encrypted_content` goes as it came (id included: the upstream made both), any other (one
+bgmode made and opened, or whose token was dropped) as its summary and text only, without an
+id the upstream never saw. `instructions`, `max_output_tokens`, `temperature`, `top_p`,
 `reasoning.effort` and `text.verbosity` are sent when set; so are `tools` (hosted ones too),
 `tool_choice`, `parallel_tool_calls`, `max_tool_calls`, `include`, and a few fields of the
 client's own request that change only how the output is produced (`reasoning.summary`,
-`text.format`, `truncation`, `service_tier`, `user`, `safety_identifier`, `prompt_cache_key`).
+`text.format` (json_schema, json_object),
+`truncation`, `service_tier`, `user`, `safety_identifier`, `prompt_cache_key`).
 
 Upstream events become typed output, and the worker re-sequences them into bgmode's own log:
 `output_text.delta` → `TextDelta`; `refusal.delta` → `RefusalDelta`; `reasoning_text.delta`
@@ -24,6 +26,7 @@ streamed); `output_text.annotation.added` → `Annotation`; the end of any of th
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -107,7 +110,7 @@ class ResponsesBackend(HTTPBackend):
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model_for(request),
-            "input": [out for it in request.input if (out := _upstream_item(it)) is not None],
+            "input": [_upstream_item(it) for it in request.input],
             "stream": True,
             "store": False,
         }
@@ -125,6 +128,8 @@ class ResponsesBackend(HTTPBackend):
         if reasoning:
             body["reasoning"] = reasoning
         text = _subset(request.body.get("text"), ("format",))
+        if request.text_format:
+            text["format"] = request.text_format
         if request.verbosity and self.send_verbosity:
             text["verbosity"] = request.verbosity
         if text:
@@ -151,7 +156,7 @@ class ResponsesBackend(HTTPBackend):
         kinds: dict[Any, str] = {}
         streamed_args: dict[Any, list[str]] = {}
         async for event in events:
-            if event.data.strip() == "[DONE]":
+            if not event.data.startswith("{") and event.data.strip() == "[DONE]":
                 break  # not part of the Responses protocol, but some servers add it
             data = event_json(event)
             if not isinstance(data, dict):
@@ -183,12 +188,13 @@ class ResponsesBackend(HTTPBackend):
                 item: dict[str, Any] = raw_item if isinstance(raw_item, dict) else {}
                 idx = data.get("output_index")
                 item_type = str(item.get("type"))
-                kinds.setdefault(idx, item_type)
+                if idx is not None:
+                    kinds.setdefault(idx, item_type)
                 if item_type not in _MODELLED:
                     yield Passthrough(data)
                 elif kind == "response.output_item.added":
                     if item_type == "function_call":
-                        yield ToolCall(str(item.get("call_id") or item.get("id") or ""), str(item.get("name") or ""))
+                        yield _tool_call(item)
                 else:  # done
                     if item_type == "function_call":
                         sent = "".join(streamed_args.get(idx, ()))
@@ -200,7 +206,7 @@ class ResponsesBackend(HTTPBackend):
                         if isinstance(token, str) and token:
                             yield ReasoningToken(token)
                     yield ItemEnd()
-            elif kinds.get(data.get("output_index")) not in (None, *_MODELLED) and kind.startswith("response."):
+            elif kinds.get(data.get("output_index"), "message") not in _MODELLED and kind.startswith("response."):
                 yield Passthrough(data)  # an event of a relayed (hosted-tool) item
             elif kind in ("response.completed", "response.incomplete"):
                 response = data.get("response") or {}
@@ -240,10 +246,8 @@ _ITEM_KEYS = {
 }
 
 
-def _upstream_item(item: dict[str, Any]) -> dict[str, Any] | None:
-    """An input item as the upstream gets it (no ids it never saw, no bgmode fields); None for
-    a reasoning item that is not the upstream's own (it could only look it up by an id it
-    never gave out)."""
+def _upstream_item(item: dict[str, Any]) -> dict[str, Any]:
+    """An input item as the upstream gets it (no ids it never saw, no bgmode fields)."""
     kind = item.get("type", "message")
     keys = _ITEM_KEYS.get(kind)
     if keys is not None:
@@ -251,8 +255,24 @@ def _upstream_item(item: dict[str, Any]) -> dict[str, Any] | None:
         out.setdefault("type", kind)
         return out
     if kind == "reasoning":
-        return item if item.get("encrypted_content") else None
+        if item.get("encrypted_content"):
+            return item  # the upstream's own: its id and token belong together
+        out = {"type": "reasoning", "summary": item.get("summary") or []}
+        if item.get("content"):
+            out["content"] = item["content"]
+        return out
     return item
+
+
+def _tool_call(item: dict[str, Any]) -> ToolCall:
+    """The `ToolCall` for an upstream `function_call` item (a call id minted if it has none)."""
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise UpstreamFailure(f"upstream sent a function_call item without a name: {str(item)[:200]!r}")
+    call_id = item.get("call_id")
+    if not isinstance(call_id, str) or not call_id:
+        call_id = "call_" + os.urandom(12).hex()
+    return ToolCall(call_id, name)
 
 
 def responses_usage(raw: dict[str, Any]) -> Usage:
