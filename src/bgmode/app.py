@@ -474,10 +474,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     headers = dict(exc.headers or {})
     if exc.status_code == 405:  # every method any route allows on this path, not only the first's
         allowed: set[str] = set()
+        literal: set[str] = set()  # a path that is a route of its own is not also a `{param}` value
         for route in request.app.routes:
             match, _ = route.matches({**request.scope, "method": "\0"})
             if match is not Match.NONE and getattr(route, "methods", None):
                 allowed |= set(route.methods)
+                if "{" not in getattr(route, "path", "{"):
+                    literal |= set(route.methods)
+        allowed = literal or allowed
         if allowed:
             headers["Allow"] = ", ".join(sorted(allowed))
     return Response(err.to_json(), exc.status_code, headers, "application/json")

@@ -158,7 +158,9 @@ def input_item(raw: Any, p: str) -> dict[str, Any]:
         summary = raw.get("summary", [])
         if not isinstance(summary, list):
             raise invalid_type(f"{p}.summary", "an array", summary)
-        content = raw.get("content") or []
+        content = raw.get("content")
+        if content is None:
+            content = []
         if not isinstance(content, list):
             raise invalid_type(f"{p}.content", "an array", content)
         for j, part in enumerate([*summary, *content]):

@@ -19,7 +19,12 @@ from bgmode.protocol import (
     METADATA_MAX_PAIRS,
     METADATA_MAX_VALUE,
     MIN_MAX_OUTPUT_TOKENS,
+    PROMPT_CACHE_RETENTIONS,
     REASONING_EFFORTS,
+    SERVICE_TIERS,
+    TOP_LOGPROBS_MAX,
+    TRUNCATIONS,
+    UNSUPPORTED_PARAMS,
     VERBOSITIES,
 )
 from bgmode.records import Status
@@ -160,11 +165,12 @@ _FILE_PART = _obj(
     ["type"],
     {
         "type": {"const": "input_file"},
-        "file_data": {"type": "string", "minLength": 1},
-        "file_url": {"type": "string", "minLength": 1},
-        "filename": {"type": "string"},
+        "file_data": {"type": ["string", "null"]},
+        "file_url": {"type": ["string", "null"]},
+        "filename": {"type": ["string", "null"]},
     },
     anyOf=[{"required": ["file_data"]}, {"required": ["file_url"]}],
+    description="At least one of file_data and file_url must be a non-empty string.",
     **{"not": {"required": ["file_id"]}},
 )
 _USER_PARTS = {"type": "array", "items": {"anyOf": [_TEXT_PART, _IMAGE_PART, _FILE_PART]}}
@@ -174,10 +180,10 @@ def _message(roles: list[str], parts: dict[str, Any]) -> dict[str, Any]:
     return _obj(
         ["role", "content"],
         {
-            "type": {"const": "message"},
+            "type": {"enum": ["message", None]},
             "role": {"enum": roles},
             "content": {"anyOf": [{"type": "string"}, parts]},
-            "id": {"type": "string"},
+            "id": {"type": ["string", "null"]},
         },
     )
 
@@ -193,7 +199,7 @@ _INPUT_ITEM = {
                 "call_id": {"type": "string", "minLength": 1},
                 "name": {"type": "string", "minLength": 1},
                 "arguments": {"type": "string"},
-                "id": {"type": "string"},
+                "id": {"type": ["string", "null"]},
             },
         ),
         _obj(
@@ -202,14 +208,14 @@ _INPUT_ITEM = {
                 "type": {"const": "function_call_output"},
                 "call_id": {"type": "string", "minLength": 1},
                 "output": {"anyOf": [{"type": "string"}, _USER_PARTS]},
-                "id": {"type": "string"},
+                "id": {"type": ["string", "null"]},
             },
         ),
         _obj(
             ["type"],
             {
                 "type": {"const": "reasoning"},
-                "id": {"type": "string"},
+                "id": {"type": ["string", "null"]},
                 "summary": {"type": "array", "items": _obj(["text"], {"text": {"type": "string"}})},
                 "content": _nullable({"type": "array", "items": _obj(["text"], {"text": {"type": "string"}})}),
                 "encrypted_content": {"type": ["string", "null"]},
@@ -291,15 +297,46 @@ _CREATE = _obj(
         "reasoning": _nullable(
             {
                 "type": "object",
+                "additionalProperties": False,
                 "properties": {
                     "effort": _nullable({"enum": list(REASONING_EFFORTS)}),
                     "summary": _nullable({"enum": ["auto", "concise", "detailed"]}),
+                    "generate_summary": _nullable({"enum": ["auto", "concise", "detailed"]}),
                 },
             }
         ),
         "text": _nullable(
-            {"type": "object", "properties": {"format": _FORMAT, "verbosity": _nullable({"enum": list(VERBOSITIES)})}}
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"format": _FORMAT, "verbosity": _nullable({"enum": list(VERBOSITIES)})},
+            }
         ),
+        "conversation": _nullable(
+            {
+                "anyOf": [
+                    {"type": "string", "minLength": 1},
+                    _obj(["id"], {"id": {"type": "string", "minLength": 1}}, additionalProperties=False),
+                ],
+                "description": "An existing conversation of this API key; not with previous_response_id.",
+            }
+        ),
+        "service_tier": _nullable({"enum": list(SERVICE_TIERS)}),
+        "truncation": _nullable({"enum": list(TRUNCATIONS)}),
+        "user": {"type": ["string", "null"]},
+        "safety_identifier": {"type": ["string", "null"], "maxLength": 64},
+        "prompt_cache_key": {"type": ["string", "null"]},
+        "prompt_cache_retention": _nullable({"enum": list(PROMPT_CACHE_RETENTIONS)}),
+        "top_logprobs": {"type": ["integer", "null"], "minimum": 0, "maximum": TOP_LOGPROBS_MAX},
+        "stream_options": _nullable(
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"include_obfuscation": {"type": ["boolean", "null"]}},
+                "description": "Only with stream=true.",
+            }
+        ),
+        **{name: {"type": "null", "description": f"Not supported: {why}."} for name, why in UNSUPPORTED_PARAMS.items()},
         "tools": _nullable({"type": "array", "items": _TOOL}),
         "tool_choice": _TOOL_CHOICE,
         "parallel_tool_calls": {"type": ["boolean", "null"]},
@@ -322,7 +359,8 @@ _CREATE = _obj(
             "properties": {"background": {"const": True}, "store": {"const": False}},
         }
     },
-    description="JSON nested at most 64 levels deep.",
+    additionalProperties=False,
+    description="JSON nested at most 64 levels deep. Unknown parameters are a 400 `unknown_parameter`.",
 )
 
 # -- operations ----------------------------------------------------------------------------------
@@ -349,17 +387,57 @@ _LINKS = {
 }
 
 
+_METADATA = _nullable(
+    {
+        "type": "object",
+        "maxProperties": METADATA_MAX_PAIRS,
+        "propertyNames": {"maxLength": METADATA_MAX_KEY},
+        "additionalProperties": {"type": "string", "maxLength": METADATA_MAX_VALUE},
+    }
+)
+_CONVERSATION = _obj(
+    ["id", "object", "created_at", "metadata"],
+    {
+        "id": {"type": "string", "pattern": "^conv_"},
+        "object": {"const": "conversation"},
+        "created_at": {"type": "integer"},
+        "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+)
+_CONV_ID = {"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+_ITEM_ID = {"name": "item_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+_INCLUDE_QUERY = {
+    "name": "include[]",
+    "in": "query",
+    "schema": {"type": "array", "items": {"enum": list(INCLUDE_VALUES)}},
+    "style": "form",
+    "explode": True,
+}
+_CONV_LINKS = {
+    name: {"operationId": op, "parameters": {"conversation_id": "$response.body#/id"}}
+    for name, op in (
+        ("GetConversation", "getConversation"),
+        ("UpdateConversation", "updateConversation"),
+        ("ListConversationItems", "listConversationItems"),
+        ("AddConversationItems", "addConversationItems"),
+        ("DeleteConversation", "deleteConversation"),
+    )
+}
+
+
 def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): {"description": _ERROR_TEXT[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
 
 
-def _ok(schema: dict[str, Any], sse: bool = False, links: bool = False) -> dict[str, Any]:
+def _ok(
+    schema: dict[str, Any], sse: bool = False, links: bool = False, link_set: dict[str, Any] | None = None
+) -> dict[str, Any]:
     content: dict[str, Any] = {"application/json": {"schema": schema}}
     if sse:
         content["text/event-stream"] = {"schema": _SSE}
     ok: dict[str, Any] = {"description": "OK", "content": content}
     if links:
-        ok["links"] = _LINKS
+        ok["links"] = link_set or _LINKS
     return {"200": ok}
 
 
@@ -439,6 +517,133 @@ OPENAPI: dict[str, Any] = {
                 ],
                 "responses": {**_ok(_LIST), **_errors(*_auth(400, 404))},
             }
+        },
+        "/v1/responses/input_tokens": {
+            "post": {
+                "operationId": "countInputTokens",
+                "summary": "Count a create body's input tokens (the backend's own count, else an estimate)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _CREATE}}},
+                "responses": {
+                    **_ok(
+                        _obj(
+                            ["object", "input_tokens"],
+                            {
+                                "object": {"const": "response.input_tokens"},
+                                "input_tokens": {"type": "integer", "minimum": 0},
+                            },
+                        )
+                    ),
+                    **_errors(*_auth(400, 404, 413)),
+                },
+            }
+        },
+        "/v1/conversations": {
+            "post": {
+                "operationId": "createConversation",
+                "summary": "Create a conversation",
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": ["object", "null"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "items": _nullable({"type": "array", "maxItems": 20, "items": _INPUT_ITEM}),
+                                    "metadata": _METADATA,
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {**_ok(_CONVERSATION, links=True, link_set=_CONV_LINKS), **_errors(*_auth(400, 413))},
+            }
+        },
+        "/v1/conversations/{conversation_id}": {
+            "get": {
+                "operationId": "getConversation",
+                "summary": "Retrieve a conversation",
+                "parameters": [_CONV_ID],
+                "responses": {**_ok(_CONVERSATION), **_errors(*_auth(404))},
+            },
+            "post": {
+                "operationId": "updateConversation",
+                "summary": "Replace a conversation's metadata",
+                "parameters": [_CONV_ID],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": _obj(["metadata"], {"metadata": _METADATA}, additionalProperties=False)
+                        }
+                    },
+                },
+                "responses": {**_ok(_CONVERSATION), **_errors(*_auth(400, 404))},
+            },
+            "delete": {
+                "operationId": "deleteConversation",
+                "summary": "Delete a conversation and its items",
+                "parameters": [_CONV_ID],
+                "responses": {
+                    **_ok(
+                        _obj(
+                            ["id", "object", "deleted"],
+                            {
+                                "id": {"type": "string"},
+                                "object": {"const": "conversation.deleted"},
+                                "deleted": {"const": True},
+                            },
+                        )
+                    ),
+                    **_errors(*_auth(404)),
+                },
+            },
+        },
+        "/v1/conversations/{conversation_id}/items": {
+            "get": {
+                "operationId": "listConversationItems",
+                "summary": "List a conversation's items",
+                "parameters": [
+                    _CONV_ID,
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                    {"name": "order", "in": "query", "schema": {"enum": ["asc", "desc"]}},
+                    {"name": "after", "in": "query", "schema": {"type": "string"}},
+                    _INCLUDE_QUERY,
+                ],
+                "responses": {**_ok(_LIST), **_errors(*_auth(400, 404))},
+            },
+            "post": {
+                "operationId": "addConversationItems",
+                "summary": "Add items to a conversation",
+                "parameters": [_CONV_ID, _INCLUDE_QUERY],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": _obj(
+                                ["items"],
+                                {"items": {"type": "array", "maxItems": 20, "items": _INPUT_ITEM}},
+                                additionalProperties=False,
+                            )
+                        }
+                    },
+                },
+                "responses": {**_ok(_LIST), **_errors(*_auth(400, 404, 413))},
+            },
+        },
+        "/v1/conversations/{conversation_id}/items/{item_id}": {
+            "get": {
+                "operationId": "getConversationItem",
+                "summary": "Retrieve one item of a conversation",
+                "parameters": [_CONV_ID, _ITEM_ID, _INCLUDE_QUERY],
+                "responses": {**_ok(_ITEM), **_errors(*_auth(400, 404))},
+            },
+            "delete": {
+                "operationId": "deleteConversationItem",
+                "summary": "Delete one item of a conversation (returns the conversation)",
+                "parameters": [_CONV_ID, _ITEM_ID],
+                "responses": {**_ok(_CONVERSATION), **_errors(*_auth(404))},
+            },
         },
         "/v1/models": {
             "get": {
