@@ -71,9 +71,11 @@ class ClientError(Exception):
 class SubmitError(ClientError):
     """The create was rejected or could not be sent; no job id is known."""
 
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+    def __init__(self, message: str, *, status_code: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+        #: the server's Retry-After (seconds) when it refused for now (429, 503)
+        self.retry_after = retry_after
 
 
 class RequestRejected(ClientError):
@@ -216,6 +218,10 @@ def describe_error(err: BaseException) -> str:
 # --------------------------------------------------------------------------- the client
 
 
+def new_idempotency_key() -> str:
+    return f"bgmode-{uuid.uuid4().hex}"
+
+
 def response_from(value: object) -> Response | None:
     """A `Response` from an SDK model or a plain dict (unknown stream events carry dicts)."""
     if isinstance(value, Response):
@@ -345,8 +351,8 @@ class BackgroundClient:
 
     # ----------------------------------------------------------------- submit
 
-    def _begin_submit(self, request: ResponseRequest, *, stream: bool) -> str:
-        key = f"bgmode-{uuid.uuid4().hex}"
+    def _begin_submit(self, request: ResponseRequest, *, stream: bool, key: str | None = None) -> str:
+        key = key or new_idempotency_key()
         self.idempotency_key = key
         self.emit(
             "submit_start",
@@ -384,15 +390,22 @@ class BackgroundClient:
             except Exception:
                 pass
         code = err.status_code if isinstance(err, openai.APIStatusError) else None
-        return SubmitError(f"create failed: {describe_error(err)}", status_code=code)
+        after = _retry_after(err) if isinstance(err, openai.APIStatusError) else None
+        return SubmitError(f"create failed: {describe_error(err)}", status_code=code, retry_after=after)
 
-    def submit(self, request: ResponseRequest, *, timeout: float | None = None) -> Response:
-        """Create a background response and return it as created (usually `queued`)."""
+    def submit(
+        self, request: ResponseRequest, *, timeout: float | None = None, idempotency_key: str | None = None
+    ) -> Response:
+        """Create a background response and return it as created (usually `queued`).
+
+        `idempotency_key`: reuse a key recorded before an earlier attempt (e.g. by a batch that
+        crashed before the answer arrived): the server returns that attempt's response.
+        """
         self._started = time.monotonic()
-        return self._submit(request, deadline=self._deadline(timeout))
+        return self._submit(request, deadline=self._deadline(timeout), key=idempotency_key)
 
-    def _submit(self, request: ResponseRequest, *, deadline: float | None) -> Response:
-        key = self._begin_submit(request, stream=False)
+    def _submit(self, request: ResponseRequest, *, deadline: float | None, key: str | None = None) -> Response:
+        key = self._begin_submit(request, stream=False, key=key)
         params = request.create_params()
         try:
             response: Response = self._call(

@@ -360,10 +360,54 @@ def cancel(ctx: click.Context, /, response_id: str, **kw: Any) -> None:
 @click.command()
 @click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True, help="Newest N jobs (0: all).")
 @click.option("--json", "json_lines", is_flag=True, help="JSON lines even when stdout is a terminal.")
-def jobs(limit: int, json_lines: bool) -> None:
-    """List the jobs in the local ledger (oldest first)."""
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="A live table, newest first, refreshed from the server until every job shown has finished.",
+)
+@click.option(
+    "--interval",
+    type=float,
+    default=2.0,
+    show_default=True,
+    callback=_positive,
+    metavar="SECONDS",
+    help="With --watch: seconds between refreshes.",
+)
+@click.option("--base-url", metavar="URL", help="With --watch: ask this server (default: each job's own).")
+@click.option("--api-key", metavar="KEY", help="With --watch: API key (default: $OPENAI_API_KEY).")
+@click.pass_context
+def jobs(
+    ctx: click.Context,
+    /,
+    limit: int,
+    json_lines: bool,
+    watch: bool,
+    interval: float,
+    base_url: str | None,
+    api_key: str | None,
+) -> None:
+    """List the jobs in the local ledger (oldest first; with --watch, a live view, newest first)."""
     from bgmode.client.output import make_reporter
 
+    if watch:
+        import sys
+
+        from bgmode.client.session import UsageProblem
+        from bgmode.client.watch import Watch
+
+        try:
+            code = Watch(
+                limit=limit or None,
+                interval=interval,
+                base_url=base_url,
+                api_key=api_key,
+                json_lines=json_lines or not sys.stdout.isatty(),
+            ).run()
+        except UsageProblem as err:
+            raise click.UsageError(str(err)) from err
+        _exit(ctx, code)
+        return
     reporter = make_reporter(json_lines=json_lines, show_output_text=False)
     try:
         for job in Ledger().list(limit or None):
@@ -372,7 +416,114 @@ def jobs(limit: int, json_lines: bool) -> None:
         reporter.close()
 
 
+# --------------------------------------------------------------------------- batch
+
+
+@click.command()
+@click.argument("input_path", metavar="INPUT.jsonl", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--concurrency", type=click.IntRange(min=1), default=8, show_default=True, help="Most jobs in flight at once."
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Append one JSON result per line here as each finishes (lines already in it are skipped on a rerun). "
+    "Default: stdout when it is not a terminal, else INPUT.results.jsonl.",
+)
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Default model for prompt lines.")
+@click.option(
+    "--reasoning-effort", type=click.Choice(REASONING_EFFORTS), default=DEFAULT_REASONING_EFFORT, show_default=True
+)
+@click.option("--verbosity", type=click.Choice(VERBOSITIES), default=DEFAULT_VERBOSITY, show_default=True)
+@click.option("--instructions", help="Default instructions for prompt lines.")
+@click.option(
+    "--metadata",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=_parse_metadata,
+    help="Metadata for prompt lines (repeatable; a line's own keys win).",
+)
+@click.option("--max-output-tokens", type=click.IntRange(min=1), help="Default cap on output tokens.")
+@click.option(
+    "--poll-seconds",
+    type=float,
+    default=DEFAULT_POLL_SECONDS,
+    show_default=True,
+    callback=_positive,
+    help="Seconds between polls of each job.",
+)
+@connection_options
+@click.pass_context
+def batch(ctx: click.Context, /, input_path: Path, **kw: Any) -> None:
+    """Submit every line of INPUT.jsonl as a background response and follow them all (resumable).
+
+    A line is {"prompt": ...} (the flags fill in the rest) or a full create body ({"input": ...}).
+    Run the same command again after an interruption or a crash: submitted lines are followed,
+    never sent twice. Exit code: 0 if every line completed, else the worst outcome's.
+    """
+    import sys
+
+    from bgmode.client.batch import Batch, BatchOptions, Defaults
+    from bgmode.client.session import UsageProblem, resolve_api_key
+
+    base_url = _base_url(kw["base_url"])
+    try:
+        api_key = resolve_api_key(kw["api_key"], base_url)
+    except UsageProblem as err:
+        raise click.UsageError(str(err)) from err
+    json_lines = bool(kw["json_lines"]) or not sys.stdout.isatty()
+    output = kw["output"]
+    if output is None and not json_lines:
+        output = input_path.with_name(input_path.name.removesuffix(".jsonl") + ".results.jsonl")
+    options = BatchOptions(
+        input_path=input_path,
+        base_url=base_url,
+        api_key=api_key,
+        concurrency=kw["concurrency"],
+        poll_seconds=kw["poll_seconds"],
+        output=output,
+        defaults=Defaults(
+            model=kw["model"],
+            reasoning_effort=kw["reasoning_effort"],
+            verbosity=kw["verbosity"],
+            instructions=kw["instructions"],
+            max_output_tokens=kw["max_output_tokens"],
+            metadata=kw["metadata"],
+        ),
+        json_lines=json_lines,
+    )
+    try:
+        code = Batch(options).run()
+    except (OSError, sqlite3.Error) as err:
+        click.echo(f"bgmode batch: {err}", err=True)
+        code = ExitCode.ERROR
+    _exit(ctx, code)
+
+
+# --------------------------------------------------------------------------- mcp
+
+
+@click.command()
+@click.option(
+    "--base-url",
+    metavar="URL",
+    help="API base URL (default: the ledger's URL for a known id, then $OPENAI_BASE_URL, then OpenAI's).",
+)
+@click.option(
+    "--api-key-env",
+    metavar="VAR",
+    default="OPENAI_API_KEY",
+    show_default=True,
+    help="Environment variable holding the API key.",
+)
+def mcp(base_url: str | None, api_key_env: str) -> None:
+    """Serve background responses as MCP tools over stdio (for coding agents and assistants)."""
+    from bgmode.client.mcp_server import serve_stdio
+
+    serve_stdio(base_url=base_url, api_key_env=api_key_env)
+
+
 def register(group: click.Group) -> None:
     """Add the client commands to the `bgmode` group."""
-    for command in (run, monitor, get, cancel, stream, jobs):
+    for command in (run, monitor, get, cancel, stream, jobs, batch, mcp):
         group.add_command(command)

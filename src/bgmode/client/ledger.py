@@ -33,6 +33,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
+CREATE TABLE IF NOT EXISTS batch_lines (
+    batch_key TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    line_sha TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    response_id TEXT,
+    status TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (batch_key, line)
+);
 """
 
 _COLUMNS = "id, response_id, idempotency_key, model, prompt_summary, base_url, stream, status, created_at, updated_at"
@@ -76,6 +86,17 @@ class Job:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLine:
+    """One input line of a `bgmode batch` run: which create it became."""
+
+    line: int
+    line_sha: str
+    idempotency_key: str
+    response_id: str | None
+    status: str
 
 
 def _job(row: tuple[object, ...]) -> Job:
@@ -123,8 +144,9 @@ class Ledger:
         """Note a create that is about to be sent (status `submitting`, no id yet)."""
         now = _now()
         with self._tx() as db:
+            # a key seen before (a batch line resubmitted after a crash) keeps its row
             db.execute(
-                "INSERT INTO jobs (idempotency_key, model, prompt_summary, base_url, stream, status,"
+                "INSERT OR IGNORE INTO jobs (idempotency_key, model, prompt_summary, base_url, stream, status,"
                 " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'submitting', ?, ?)",
                 (idempotency_key, model, prompt_summary, base_url, int(stream), now, now),
             )
@@ -161,6 +183,45 @@ class Ledger:
                 (response_id, base_url, status, now, now),
             )
 
+    # ------------------------------------------------------------- batches
+
+    def batch_lines(self, batch_key: str) -> dict[int, BatchLine]:
+        """What `bgmode batch` recorded for the input identified by `batch_key`, by line number."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT line, line_sha, idempotency_key, response_id, status FROM batch_lines WHERE batch_key = ?",
+                (batch_key,),
+            ).fetchall()
+        return {
+            int(r[0]): BatchLine(
+                line=int(r[0]),
+                line_sha=str(r[1]),
+                idempotency_key=str(r[2]),
+                response_id=None if r[3] is None else str(r[3]),
+                status=str(r[4]),
+            )
+            for r in rows
+        }
+
+    def batch_line_submitting(self, batch_key: str, line: int, line_sha: str, idempotency_key: str) -> None:
+        """Committed before the create is sent: a crash after this point resubmits with the same key."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO batch_lines (batch_key, line, line_sha, idempotency_key, response_id, status, updated_at)"
+                " VALUES (?, ?, ?, ?, NULL, 'submitting', ?) ON CONFLICT (batch_key, line) DO UPDATE SET"
+                " line_sha = excluded.line_sha, idempotency_key = excluded.idempotency_key, response_id = NULL,"
+                " status = 'submitting', updated_at = excluded.updated_at",
+                (batch_key, line, line_sha, idempotency_key, _now()),
+            )
+
+    def batch_line_update(self, batch_key: str, line: int, *, status: str, response_id: str | None = None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE batch_lines SET status = ?, response_id = COALESCE(?, response_id), updated_at = ?"
+                " WHERE batch_key = ? AND line = ?",
+                (status, response_id, _now(), batch_key, line),
+            )
+
     def get(self, response_id: str) -> Job | None:
         with self._tx() as db:
             row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE response_id = ?", (response_id,)).fetchone()
@@ -173,6 +234,15 @@ class Ledger:
                 f"SELECT {_COLUMNS} FROM jobs WHERE response_id IS NOT NULL ORDER BY id DESC LIMIT 1"
             ).fetchone()
         return None if row is None else _job(row)
+
+    def newest(self, limit: int | None = None) -> list[Job]:
+        """Jobs, newest first."""
+        with self._tx() as db:
+            if limit is None:
+                rows = db.execute(f"SELECT {_COLUMNS} FROM jobs ORDER BY id DESC").fetchall()
+            else:
+                rows = db.execute(f"SELECT {_COLUMNS} FROM jobs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [_job(r) for r in rows]
 
     def list(self, limit: int | None = None) -> list[Job]:
         """Jobs, oldest first (the newest `limit` when given)."""
