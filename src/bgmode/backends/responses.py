@@ -51,7 +51,15 @@ from bgmode.backends.base import (
 from bgmode.backends.http import HTTPBackend, Progress, SSEEvent, UpstreamFailure, UpstreamSettings, event_json
 
 #: client request fields passed upstream as they are (they shape the output, not the job)
-PASS_THROUGH = ("truncation", "service_tier", "user", "safety_identifier", "prompt_cache_key")
+PASS_THROUGH = (
+    "truncation",
+    "service_tier",
+    "user",
+    "safety_identifier",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+    "top_logprobs",
+)
 
 #: `error.code` values of a Response; any other upstream code is reported as `server_error`
 RESPONSE_ERROR_CODES = frozenset(
