@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from typing import Any
 
 import pytest
@@ -14,7 +15,10 @@ from bgmode.backends.base import (
     Finish,
     ModelRequest,
     ReasoningDelta,
+    RefusalDelta,
     TextDelta,
+    ToolArguments,
+    ToolCall,
     Usage,
     user_message,
 )
@@ -51,7 +55,8 @@ def make(fake: FakeUpstream, backends: list[ChatBackend]) -> Any:
 
 
 def request(model: str = "m", **kw: Any) -> ModelRequest:
-    return ModelRequest(model=model, input=[user_message(role="user", text="Say hello")], **kw)
+    kw.setdefault("input", [user_message(role="user", text="Say hello")])
+    return ModelRequest(model=model, **kw)
 
 
 async def test_translates_the_request(fake: FakeUpstream, make: Any) -> None:
@@ -347,3 +352,396 @@ async def test_408_and_409_are_retried(fake: FakeUpstream, make: Any, status: in
     events, error = await collect(make(max_retries=2), request())
     assert error is None and text(events) == "Hello, world!"
     assert len(fake.requests) == 2
+
+
+# -- items, tools and formats: Responses → Chat ------------------------------------------------
+
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    "strict": True,
+}
+CLOCK = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+
+
+def call(call_id: str, name: str = "get_weather", arguments: str = '{"city":"Oslo"}') -> dict[str, Any]:
+    return {"type": "function_call", "call_id": call_id, "name": name, "arguments": arguments}
+
+
+async def test_message_parts_become_chat_content(fake: FakeUpstream, make: Any) -> None:
+    image = {"type": "input_image", "image_url": "https://example.com/a.png", "detail": "original"}
+    small = {"type": "input_image", "image_url": "data:image/png;base64,iVBOR", "detail": "low"}
+    data_file = {"type": "input_file", "file_data": "data:application/pdf;base64,JVBER", "filename": "a.pdf"}
+    url_file = {"type": "input_file", "file_url": "https://example.com/b.pdf"}
+    req = request(
+        input=[
+            {"type": "message", "role": "user", "content": "plain string"},
+            {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "one "}, {"type": "input_text", "text": "two"}],
+            },
+            {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "Look:"}, image, small, data_file, url_file],
+            },
+            {
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "I see "}, {"type": "refusal", "refusal": "nothing"}],
+            },
+        ]
+    )
+    _, error = await collect(make(ChatOptions(accept_files=True)), req)
+    assert error is None
+    assert fake.bodies()[0]["messages"] == [
+        {"role": "user", "content": "plain string"},
+        {"role": "user", "content": "one two"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Look:"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": "auto"}},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR", "detail": "low"}},
+                {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBER", "filename": "a.pdf"}},
+                {"type": "file", "file": {"file_id": "https://example.com/b.pdf"}},
+            ],
+        },
+        {"role": "assistant", "content": "I see nothing"},
+    ]
+
+
+async def test_function_calls_and_outputs_become_tool_calls_and_tool_messages(fake: FakeUpstream, make: Any) -> None:
+    shot = {"type": "input_image", "image_url": "https://example.com/chart.png", "detail": "high"}
+    req = request(
+        instructions="Use tools.",
+        input=[
+            user_message("Weather in Oslo and Rome, and the time?"),
+            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "two cities"}], "content": []},
+            user_message("Let me look.", role="assistant"),
+            call("call_a"),
+            call("call_b", arguments='{"city":"Rome"}'),
+            {"type": "function_call_output", "call_id": "call_a", "output": "rain"},
+            {
+                "type": "function_call_output",
+                "call_id": "call_b",
+                "output": [{"type": "input_text", "text": "sun, "}, {"type": "input_text", "text": "25C"}],
+            },
+            call("call_c", name="get_time", arguments="{}"),
+            {
+                "type": "function_call_output",
+                "call_id": "call_c",
+                "output": [{"type": "input_text", "text": "noon"}, shot],
+            },
+            {"type": "web_search_call", "id": "ws_1", "status": "completed", "action": {"type": "search"}},
+            user_message("Thanks"),
+        ],
+    )
+    _, error = await collect(make(), req)
+    assert error is None
+
+    def tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+        return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+    assert fake.bodies()[0]["messages"] == [
+        {"role": "system", "content": "Use tools."},
+        {"role": "user", "content": "Weather in Oslo and Rome, and the time?"},
+        # reasoning is not sent; the calls join the assistant message before them
+        {
+            "role": "assistant",
+            "content": "Let me look.",
+            "tool_calls": [
+                tool_call("call_a", "get_weather", '{"city":"Oslo"}'),
+                tool_call("call_b", "get_weather", '{"city":"Rome"}'),
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_a", "content": "rain"},
+        {"role": "tool", "tool_call_id": "call_b", "content": "sun, 25C"},
+        {"role": "assistant", "content": None, "tool_calls": [tool_call("call_c", "get_time", "{}")]},
+        {
+            "role": "tool",
+            "tool_call_id": "call_c",
+            "content": [
+                {"type": "text", "text": "noon"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/chart.png", "detail": "high"}},
+            ],
+        },
+        # the hosted-tool item has no Chat equivalent
+        {"role": "user", "content": "Thanks"},
+    ]
+
+
+async def test_tools_are_nested_and_sent_with_their_choice(fake: FakeUpstream, make: Any) -> None:
+    hosted = {"type": "web_search"}
+    await collect(make(), request(tools=[WEATHER, CLOCK, hosted], parallel_tool_calls=False))
+    body = fake.bodies()[0]
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "The weather in a city",
+                "parameters": WEATHER["parameters"],
+                "strict": True,
+            },
+        },
+        {"type": "function", "function": {"name": "get_time", "parameters": CLOCK["parameters"]}},
+    ]
+    assert body["tool_choice"] == "auto"
+    assert body["parallel_tool_calls"] is False
+
+
+@pytest.mark.parametrize(
+    ("choice", "sent"),
+    [
+        ("none", "none"),
+        ("auto", "auto"),
+        ("required", "required"),
+        ({"type": "function", "name": "get_time"}, {"type": "function", "function": {"name": "get_time"}}),
+        (
+            {"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "get_weather"}]},
+            {
+                "type": "allowed_tools",
+                "allowed_tools": {
+                    "mode": "required",
+                    "tools": [{"type": "function", "function": {"name": "get_weather"}}],
+                },
+            },
+        ),
+        (
+            {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "get_time"}]},
+            {
+                "type": "allowed_tools",
+                "allowed_tools": {"mode": "auto", "tools": [{"type": "function", "function": {"name": "get_time"}}]},
+            },
+        ),
+    ],
+)
+async def test_tool_choice_is_translated(fake: FakeUpstream, make: Any, choice: Any, sent: Any) -> None:
+    await collect(make(), request(tools=[WEATHER, CLOCK], tool_choice=choice))
+    body = fake.bodies()[0]
+    assert body["tool_choice"] == sent
+    assert body["parallel_tool_calls"] is True
+
+
+async def test_no_tools_sends_no_tool_fields(fake: FakeUpstream, make: Any) -> None:
+    await collect(make(), request(tool_choice="none", parallel_tool_calls=False))
+    body = fake.bodies()[0]
+    assert "tools" not in body and "tool_choice" not in body and "parallel_tool_calls" not in body
+
+
+@pytest.mark.parametrize(
+    ("fmt", "sent"),
+    [
+        (
+            {"type": "json_schema", "name": "W", "schema": {"type": "object"}, "strict": True, "description": "d"},
+            {
+                "type": "json_schema",
+                "json_schema": {"name": "W", "schema": {"type": "object"}, "strict": True, "description": "d"},
+            },
+        ),
+        (
+            {"type": "json_schema", "name": "W", "schema": {"type": "object"}},
+            {"type": "json_schema", "json_schema": {"name": "W", "schema": {"type": "object"}, "strict": False}},
+        ),
+        ({"type": "json_object"}, {"type": "json_object"}),
+        ({"type": "text"}, None),
+        (None, None),
+    ],
+)
+async def test_text_format_becomes_response_format(fake: FakeUpstream, make: Any, fmt: Any, sent: Any) -> None:
+    await collect(make(), request(text_format=fmt))
+    assert fake.bodies()[0].get("response_format") == sent
+
+
+# -- streamed output: Chat → typed events --------------------------------------------------------
+
+
+async def test_streamed_tool_calls_become_tool_call_events(fake: FakeUpstream, make: Any) -> None:
+    fake.plan(
+        tool_calls=[
+            {"name": "get_weather", "arguments": ['{"ci', 'ty":', '"Oslo"}'], "id": "call_w"},
+            {"name": "get_time", "arguments": ["{", "}"], "id": "call_t"},
+        ]
+    )
+    events, error = await collect(make(), request(tools=[WEATHER, CLOCK]))
+    assert error is None
+    assert events == [
+        ToolCall("call_w", "get_weather"),
+        ToolArguments('{"ci'),
+        ToolArguments('ty":'),
+        ToolArguments('"Oslo"}'),
+        ToolCall("call_t", "get_time"),
+        ToolArguments("{}"),
+        Usage(
+            input_tokens=USAGE["prompt_tokens"],
+            output_tokens=USAGE["completion_tokens"],
+            reasoning_tokens=USAGE["reasoning_tokens"],
+            cached_tokens=USAGE["cached_tokens"],
+        ),
+        Finish(),  # finish_reason "tool_calls" is a normal stop
+    ]
+    assert fake.bodies()[0]["messages"][-1] == {"role": "user", "content": "Say hello"}
+
+
+async def test_the_first_call_streams_before_the_stream_ends(fake: FakeUpstream, make: Any) -> None:
+    fake.plan(tool_calls=[{"name": "get_weather", "arguments": ['{"city":', '"Oslo"}']}], stall_after=2)
+    backend = make(idle_timeout=60)
+    seen: list[BackendEvent] = []
+    async with aclosing(backend.stream(request())) as stream:
+        async for ev in stream:
+            seen.append(ev)
+            if len(seen) == 2:
+                break
+    assert await fake.wait_disconnect()  # still streaming when the two events came; closed now
+    assert seen == [ToolCall("call_fake_0", "get_weather"), ToolArguments('{"city":')]
+
+
+async def test_a_missing_call_id_is_minted(fake: FakeUpstream, make: Any) -> None:
+    fake.plan(tool_calls=[{"name": "get_time", "arguments": ["{}"], "id": None}])
+    events, error = await collect(make(), request())
+    assert error is None
+    first = events[0]
+    assert isinstance(first, ToolCall) and first.name == "get_time"
+    assert first.call_id.startswith("call_") and len(first.call_id) == 5 + 24
+    assert events[1] == ToolArguments("{}")
+
+
+async def test_interleaved_calls_come_out_whole_in_index_order(fake: FakeUpstream, make: Any) -> None:
+    fake.plan(
+        interleave=True,
+        tool_calls=[
+            {"name": "a", "arguments": ['{"x":', "1", "}"]},
+            {"name": "b", "arguments": ['{"y":2}']},
+            {"name": "c", "arguments": ["{", '"z":', "3", "}"]},
+        ],
+    )
+    events, error = await collect(make(), request())
+    assert error is None
+    assert events[:-2] == [
+        ToolCall("call_fake_0", "a"),
+        ToolArguments('{"x":'),
+        ToolArguments("1"),
+        ToolArguments("}"),
+        ToolCall("call_fake_1", "b"),
+        ToolArguments('{"y":2}'),
+        ToolCall("call_fake_2", "c"),
+        ToolArguments('{"z":3}'),
+    ]
+    assert events[-1] == Finish()
+
+
+async def test_an_id_before_the_name_waits_for_the_name(fake: FakeUpstream, make: Any) -> None:
+    fake.plan(
+        text=[],
+        chat_deltas=[
+            {"tool_calls": [{"index": 0, "id": "call_late", "type": "function"}]},
+            {"tool_calls": [{"index": 0, "function": {"name": "get_time"}}]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]},
+        ],
+    )
+    events, error = await collect(make(), request())
+    assert error is None
+    assert events[:2] == [ToolCall("call_late", "get_time"), ToolArguments("{}")]
+
+
+async def test_text_then_a_tool_call_in_one_turn(fake: FakeUpstream, make: Any) -> None:
+    fake.plan(
+        text=["Checking"],
+        chat_deltas=[
+            {"content": ".", "tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": ""}}]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]},
+        ],
+    )
+    events, error = await collect(make(), request())
+    assert error is None
+    assert events[:4] == [TextDelta("Checking"), TextDelta("."), ToolCall("call_1", "f"), ToolArguments("{}")]
+
+
+async def test_a_refusal_streams_as_refusal_deltas(fake: FakeUpstream, make: Any) -> None:
+    fake.plan(text=[], refusal=["I can't", " help with that."])
+    events, error = await collect(make(), request())
+    assert error is None
+    assert events[:2] == [RefusalDelta("I can't"), RefusalDelta(" help with that.")]
+    assert events[-1] == Finish()
+
+
+async def test_reasoning_content_wins_over_reasoning(fake: FakeUpstream, make: Any) -> None:
+    fake.plan(text=["ok"], chat_deltas=[{"reasoning_content": "A", "reasoning": "B"}, {"reasoning": "C"}])
+    events, _ = await collect(make(), request())
+    assert [e for e in events if isinstance(e, ReasoningDelta)] == [ReasoningDelta("A"), ReasoningDelta("C")]
+
+
+@pytest.mark.parametrize(
+    ("bad", "words"),
+    [
+        ({"index": 0, "function": {"arguments": "{}"}}, "which has no name"),
+        ({"function": {"name": "f"}}, "no index"),
+        ({"index": "0", "function": {"name": "f"}}, "no index"),
+        ({"index": 0, "function": "f"}, "function is not an object"),
+        ("not an object", "not an object"),
+        ({"index": 0, "id": "call_x"}, "without a name"),
+    ],
+)
+async def test_a_malformed_tool_call_fails_keeping_the_output(
+    fake: FakeUpstream, make: Any, bad: Any, words: str
+) -> None:
+    fake.plan(text=["partial"], bad_tool_call=bad)
+    events, error = await collect(make(max_retries=3), request())
+    assert events == [TextDelta("partial")]
+    assert error is not None and error.code == "server_error"
+    assert "tool call" in error.message and words in error.message
+    assert len(fake.requests) == 1
+
+
+async def test_tool_calls_not_a_list_fails(fake: FakeUpstream, make: Any) -> None:
+    fake.plan(text=["partial"], chat_deltas=[{"tool_calls": {"index": 0}}])
+    events, error = await collect(make(), request())
+    assert events == [TextDelta("partial")]
+    assert error is not None and "tool_calls is not a list" in error.message
+
+
+async def test_a_failure_keeps_the_held_calls(fake: FakeUpstream, make: Any) -> None:
+    fake.plan(
+        tool_calls=[{"name": "a", "arguments": ["{", "}"]}, {"name": "b", "arguments": ["{", "}"]}],
+        interleave=True,
+        bad_tool_call={"index": 5, "function": {"arguments": "x"}},
+    )
+    events, error = await collect(make(), request())
+    assert error is not None and "which has no name" in error.message
+    assert events == [
+        ToolCall("call_fake_0", "a"),
+        ToolArguments("{"),
+        ToolArguments("}"),
+        ToolCall("call_fake_1", "b"),
+        ToolArguments("{}"),
+    ]
+
+
+async def test_a_break_after_a_tool_call_is_not_retried(fake: FakeUpstream, make: Any) -> None:
+    fake.plan(tool_calls=[{"name": "get_time", "arguments": ["{", "}"]}], break_after=1)
+    events, error = await collect(make(max_retries=3), request())
+    assert events == [ToolCall("call_fake_0", "get_time")]
+    assert error is not None and "broke after 1 tokens" in error.message
+    assert len(fake.requests) == 1
+
+
+async def test_a_break_after_a_refusal_is_not_retried(fake: FakeUpstream, make: Any) -> None:
+    fake.plan(text=[], refusal=["No", "pe"], break_after=1)
+    events, error = await collect(make(max_retries=3), request())
+    assert events == [RefusalDelta("No")]
+    assert error is not None and len(fake.requests) == 1
+
+
+async def test_estimated_usage_counts_refusals_and_arguments(fake: FakeUpstream, make: Any) -> None:
+    fake.plan(usage=False, text=[], refusal=["r" * 8], chat_deltas=[], tool_calls=[])
+    events, _ = await collect(make(), request())
+    usage = events[-2]
+    assert isinstance(usage, Usage) and usage.output_tokens == 2 and usage.reasoning_tokens == 0
+    fake.plan(usage=False, tool_calls=[{"name": "abcd", "arguments": ["x" * 12]}])
+    events, _ = await collect(make(), request())
+    usage = events[-2]
+    assert isinstance(usage, Usage) and usage.output_tokens == 4 and usage.input_tokens > 0  # 4 + 12 chars

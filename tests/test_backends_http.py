@@ -1,4 +1,5 @@
-"""The shared HTTP helpers: SSE decoding, upstream error bodies, Retry-After, URL redaction."""
+"""The shared HTTP helpers: SSE decoding, upstream error bodies, Retry-After, URL redaction,
+what counts as output streamed."""
 
 from __future__ import annotations
 
@@ -9,7 +10,22 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from bgmode.backends.http import SSEEvent, error_message, iter_sse, public_url
+from bgmode.backends.base import (
+    Annotation,
+    Finish,
+    ItemEnd,
+    ModelRequest,
+    Passthrough,
+    ReasoningDelta,
+    ReasoningToken,
+    RefusalDelta,
+    TextDelta,
+    ToolArguments,
+    ToolCall,
+    Usage,
+    user_message,
+)
+from bgmode.backends.http import Progress, SSEEvent, error_message, iter_sse, public_url
 from bgmode.retry_after import retry_after
 
 
@@ -69,3 +85,33 @@ def test_retry_after_forms() -> None:
 def test_public_url_drops_credentials_and_query() -> None:
     assert public_url("https://user:pw@host:8443/v1?api-key=pw#x") == "https://host:8443/v1"
     assert public_url("http://127.0.0.1:11434/v1") == "http://127.0.0.1:11434/v1"
+
+
+def test_progress_counts_every_kind_of_output() -> None:
+    progress = Progress()
+    for event in (
+        TextDelta("abcd"),
+        RefusalDelta("efgh"),
+        ReasoningDelta("ijkl"),
+        ReasoningDelta("mnop", summary=True, part=1),
+        ReasoningToken("opaque"),
+        ToolCall("call_1", "name"),
+        ToolArguments("{}{}"),
+        Annotation({"type": "url_citation"}),
+        Passthrough({"type": "response.output_item.added"}),
+        ItemEnd(),
+        Usage(1, 2),
+        Finish(),
+    ):
+        progress.count(event)
+    assert progress.deltas == 10  # everything but usage and finish: no retry once any came
+    usage = progress.estimated_usage(ModelRequest(model="m", input=[user_message("x" * 8)]))
+    # text, refusal, tool name and arguments are output; reasoning is output and reasoning
+    assert usage == Usage(input_tokens=2, output_tokens=4 + 2, reasoning_tokens=2)
+
+
+def test_progress_with_nothing_streamed() -> None:
+    progress = Progress()
+    progress.count(Usage(1, 2))
+    assert progress.deltas == 0
+    assert progress.estimated_usage(ModelRequest(model="m", input=[])) == Usage(0, 0)

@@ -9,12 +9,18 @@ from typing import Any
 import pytest
 
 from bgmode.backends.base import (
+    Annotation,
     BackendEvent,
     Finish,
     ItemEnd,
     ModelRequest,
+    Passthrough,
     ReasoningDelta,
+    ReasoningToken,
+    RefusalDelta,
     TextDelta,
+    ToolArguments,
+    ToolCall,
     Usage,
     user_message,
 )
@@ -52,7 +58,8 @@ async def make(fake: FakeUpstream) -> AsyncIterator[Any]:
 
 
 def request(model: str = "m", **kw: Any) -> ModelRequest:
-    return ModelRequest(model=model, input=[user_message(role="user", text="Say hello")], **kw)
+    kw.setdefault("input", [user_message(role="user", text="Say hello")])
+    return ModelRequest(model=model, **kw)
 
 
 async def test_sends_the_whole_context_statelessly(fake: FakeUpstream, make: Any) -> None:
@@ -244,3 +251,269 @@ async def test_key_is_redacted_from_upstream_errors(fake: FakeUpstream, make: An
     _, error = await collect(make(api_key=KEY), request())
     assert error is not None and "HTTP 401" in error.message
     assert KEY not in error.message and "[redacted]" in error.message
+
+
+# -- items, tools and formats: sent as they are --------------------------------------------------
+
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    "strict": True,
+}
+SCHEMA = {"type": "json_schema", "name": "W", "schema": {"type": "object"}, "strict": True}
+
+
+async def test_items_tools_and_format_are_sent_as_they_are(fake: FakeUpstream, make: Any) -> None:
+    image = {"type": "input_image", "image_url": "https://example.com/a.png", "detail": "original"}
+    pdf = {"type": "input_file", "file_data": "data:application/pdf;base64,JVBER", "filename": "a.pdf"}
+    mine = {
+        "type": "reasoning",
+        "summary": [{"type": "summary_text", "text": "think"}],
+        "content": [{"type": "reasoning_text", "text": "deeply"}],
+    }
+    bare = {"type": "reasoning", "id": "rs_local", "summary": []}
+    theirs = {"type": "reasoning", "id": "rs_up", "summary": [], "encrypted_content": "gAAAA-upstream"}
+    hosted = {
+        "type": "web_search_call",
+        "id": "ws_1",
+        "status": "completed",
+        "action": {"type": "search", "query": "oslo weather"},
+    }
+    fc = {"type": "function_call", "call_id": "call_a", "name": "get_weather", "arguments": '{"city":"Oslo"}'}
+    out = {"type": "function_call_output", "call_id": "call_a", "output": [{"type": "input_text", "text": "rain"}]}
+    tools = [WEATHER, {"type": "web_search"}, {"type": "mcp", "server_label": "x", "server_url": "https://x"}]
+    req = request(
+        input=[
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Look:"}, image, pdf]},
+            mine,
+            bare,
+            theirs,
+            hosted,
+            {**fc, "bgmode_extra": 1},
+            out,
+        ],
+        tools=tools,
+        tool_choice={"type": "function", "name": "get_weather"},
+        parallel_tool_calls=False,
+        max_tool_calls=4,
+        text_format=SCHEMA,
+        include=["reasoning.encrypted_content"],
+        body={"text": {"format": {"type": "text"}}},
+    )
+    _, error = await collect(make(), req)
+    assert error is None
+    body = fake.bodies("/responses")[0]
+    assert body["input"] == [
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Look:"}, image, pdf]},
+        # bgmode's own reasoning (opened): its text, and no id the upstream never gave out
+        {"type": "reasoning", "summary": mine["summary"], "content": mine["content"]},
+        {"type": "reasoning", "summary": []},
+        theirs,  # the upstream's own token goes back with its id
+        hosted,
+        fc,
+        out,
+    ]
+    assert body["tools"] == tools
+    assert body["tool_choice"] == {"type": "function", "name": "get_weather"}
+    assert body["parallel_tool_calls"] is False
+    assert body["max_tool_calls"] == 4
+    assert body["text"] == {"format": SCHEMA}  # the validated format, not the raw body's
+    assert body["include"] == ["reasoning.encrypted_content"]
+
+
+async def test_no_tools_no_include_sends_none_of_them(fake: FakeUpstream, make: Any) -> None:
+    await collect(make(), request(text_format={"type": "json_object"}))
+    body = fake.bodies("/responses")[0]
+    assert not {"tools", "tool_choice", "parallel_tool_calls", "max_tool_calls", "include"} & set(body)
+    assert body["text"] == {"format": {"type": "json_object"}}
+
+
+# -- upstream events → typed output -----------------------------------------------------------
+
+
+def _event(kind: str, index: int, **fields: Any) -> dict[str, Any]:
+    return {"type": kind, "output_index": index, **fields}
+
+
+async def test_reasoning_summary_parts_text_and_token(fake: FakeUpstream, make: Any) -> None:
+    rs = {"id": "rs_9", "type": "reasoning", "summary": [], "status": "in_progress"}
+    fake.plan(
+        text=["Hi"],
+        events=[
+            _event("response.output_item.added", 0, item=rs),
+            _event("response.reasoning_summary_part.added", 0, item_id="rs_9", summary_index=0),
+            _event("response.reasoning_summary_text.delta", 0, item_id="rs_9", summary_index=0, delta="First"),
+            _event("response.reasoning_summary_text.delta", 0, item_id="rs_9", summary_index=1, delta="Second"),
+            _event("response.reasoning_text.delta", 0, item_id="rs_9", content_index=0, delta="raw"),
+            _event("response.output_item.done", 0, item={**rs, "status": "completed", "encrypted_content": "tok"}),
+        ],
+    )
+    events, error = await collect(make(), request())
+    assert error is None
+    assert events[:5] == [
+        ReasoningDelta("First", summary=True, part=0),
+        ReasoningDelta("Second", summary=True, part=1),
+        ReasoningDelta("raw"),
+        ReasoningToken("tok"),  # before the item ends
+        ItemEnd(),
+    ]
+    assert events[5:] == [TextDelta("Hi"), ItemEnd(), FAKE_USAGE, Finish()]
+
+
+async def test_hosted_tool_items_are_relayed_verbatim(fake: FakeUpstream, make: Any) -> None:
+    ann = {"type": "url_citation", "url": "https://e.com", "title": "e", "start_index": 0, "end_index": 2}
+    fake.plan(hosted=True, annotation=ann, text=["Hi", "!"])
+    events, error = await collect(make(), request(tools=[{"type": "web_search"}]))
+    assert error is None
+    relayed = [e.event for e in events if isinstance(e, Passthrough)]
+    ws = {"id": "ws_1", "type": "web_search_call", "status": "in_progress"}
+    assert [{k: v for k, v in ev.items() if k != "sequence_number"} for ev in relayed] == [
+        {"type": "response.output_item.added", "output_index": 0, "item": ws},
+        {"type": "response.web_search_call.in_progress", "output_index": 0, "item_id": "ws_1"},
+        {"type": "response.web_search_call.searching", "output_index": 0, "item_id": "ws_1"},
+        {"type": "response.web_search_call.completed", "output_index": 0, "item_id": "ws_1"},
+        {
+            "type": "response.output_item.done",
+            "output_index": 0,
+            "item": {**ws, "status": "completed", "action": {"type": "search", "query": "q"}},
+        },
+    ]
+    assert events[len(relayed) :] == [
+        TextDelta("Hi"),
+        TextDelta("!"),
+        Annotation(ann),
+        ItemEnd(),
+        FAKE_USAGE,
+        Finish(),
+    ]
+
+
+async def test_any_unmodelled_item_type_is_relayed(fake: FakeUpstream, make: Any) -> None:
+    mcp = {"id": "mcp_1", "type": "mcp_call", "status": "in_progress", "name": "q", "server_label": "x"}
+    fake.plan(
+        text=["ok"],
+        events=[
+            _event("response.output_item.added", 0, item=mcp),
+            _event("response.mcp_call_arguments.delta", 0, item_id="mcp_1", delta="{}"),
+            _event("response.mcp_call.completed", 0, item_id="mcp_1"),
+            _event("response.output_item.done", 0, item={**mcp, "status": "completed", "output": "42"}),
+        ],
+    )
+    events, error = await collect(make(), request())
+    assert error is None
+    assert [type(e).__name__ for e in events[:4]] == ["Passthrough"] * 4
+    assert [e.event["type"] for e in events[:4] if isinstance(e, Passthrough)] == [
+        "response.output_item.added",
+        "response.mcp_call_arguments.delta",
+        "response.mcp_call.completed",
+        "response.output_item.done",
+    ]
+    assert events[4:] == [TextDelta("ok"), ItemEnd(), FAKE_USAGE, Finish()]
+
+
+async def test_function_call_items_become_tool_calls(fake: FakeUpstream, make: Any) -> None:
+    fake.plan(
+        tool_calls=[
+            {"name": "get_weather", "arguments": ['{"city"', ':"Oslo"}'], "id": "call_w"},
+            {"name": "get_time", "arguments": ["{}"], "id": "call_t", "no_deltas": True},
+        ]
+    )
+    events, error = await collect(make(), request(tools=[WEATHER]))
+    assert error is None
+    assert events == [
+        ToolCall("call_w", "get_weather"),
+        ToolArguments('{"city"'),
+        ToolArguments(':"Oslo"}'),
+        ItemEnd(),
+        ToolCall("call_t", "get_time"),
+        ToolArguments("{}"),  # only in output_item.done: yielded there, once
+        ItemEnd(),
+        FAKE_USAGE,
+        Finish(),
+    ]
+
+
+async def test_arguments_half_streamed_get_their_remainder(fake: FakeUpstream, make: Any) -> None:
+    fc = {"id": "fc_1", "type": "function_call", "status": "in_progress", "call_id": "c", "name": "f", "arguments": ""}
+    fake.plan(
+        text=[],
+        events=[
+            _event("response.output_item.added", 0, item=fc),
+            _event("response.function_call_arguments.delta", 0, item_id="fc_1", delta='{"a":'),
+            _event("response.output_item.done", 0, item={**fc, "status": "completed", "arguments": '{"a":1}'}),
+        ],
+    )
+    events, _ = await collect(make(), request())
+    assert events[:4] == [ToolCall("c", "f"), ToolArguments('{"a":'), ToolArguments("1}"), ItemEnd()]
+
+
+async def test_a_function_call_without_call_id_gets_one(fake: FakeUpstream, make: Any) -> None:
+    fake.plan(tool_calls=[{"name": "f", "arguments": ["{}"], "id": None}])
+    events, error = await collect(make(), request())
+    assert error is None
+    first = events[0]
+    assert isinstance(first, ToolCall) and first.name == "f" and first.call_id.startswith("call_")
+
+
+async def test_a_function_call_without_a_name_fails(fake: FakeUpstream, make: Any) -> None:
+    fc = {"id": "fc_1", "type": "function_call", "call_id": "c", "arguments": ""}
+    fake.plan(text=[], events=[_event("response.output_item.added", 0, item=fc)])
+    events, error = await collect(make(max_retries=2), request())
+    assert events == []
+    assert error is not None and "without a name" in error.message
+    assert len(fake.requests) == 1
+
+
+async def test_two_upstream_messages_stay_two_items(fake: FakeUpstream, make: Any) -> None:
+    msg = {"id": "msg_a", "type": "message", "role": "assistant", "status": "in_progress", "content": []}
+    fake.plan(
+        text=["second"],
+        refusal=["no"],
+        events=[
+            _event("response.output_item.added", 0, item=msg),
+            _event("response.content_part.added", 0, item_id="msg_a", content_index=0, part={"type": "output_text"}),
+            _event("response.output_text.delta", 0, item_id="msg_a", content_index=0, delta="first"),
+            _event("response.output_text.done", 0, item_id="msg_a", content_index=0, text="first"),
+            _event("response.output_item.done", 0, item={**msg, "status": "completed"}),
+        ],
+    )
+    events, error = await collect(make(), request())
+    assert error is None
+    assert events == [
+        TextDelta("first"),
+        ItemEnd(),
+        TextDelta("second"),
+        RefusalDelta("no"),
+        ItemEnd(),
+        FAKE_USAGE,
+        Finish(),
+    ]
+
+
+async def test_a_break_after_a_relayed_event_is_not_retried(fake: FakeUpstream, make: Any) -> None:
+    fake.plan(hosted=True, break_after=0)
+    events, error = await collect(make(max_retries=3), request())
+    assert len(events) == 5 and all(isinstance(e, Passthrough) for e in events)
+    assert error is not None and "broke after 5 tokens" in error.message
+    assert len(fake.requests) == 1
+
+
+async def test_a_break_after_a_tool_call_is_not_retried(fake: FakeUpstream, make: Any) -> None:
+    fake.plan(tool_calls=[{"name": "f", "arguments": ["{", "}"]}], break_after=0)
+    events, error = await collect(make(max_retries=3), request())
+    assert events == [ToolCall("call_fake_0", "f")]
+    assert error is not None and "broke after 1 tokens" in error.message
+    assert len(fake.requests) == 1
+
+
+async def test_estimated_usage_counts_refusal_and_arguments(fake: FakeUpstream, make: Any) -> None:
+    fake.plan(usage=False, text=[], refusal=["r" * 8])
+    events, _ = await collect(make(), request())
+    usage = events[-2]
+    assert isinstance(usage, Usage) and usage.output_tokens == 2
+    fake.plan(usage=False, tool_calls=[{"name": "abcd", "arguments": ["x" * 12]}])
+    events, _ = await collect(make(), request())
+    usage = events[-2]
+    assert isinstance(usage, Usage) and usage.output_tokens == 4  # the name and the arguments

@@ -225,3 +225,22 @@ async def test_a_routed_model_streams_from_the_upstream(tmp_path: Path, fake: Fa
     assert error is None and text(events) == "Hello, world!"
     assert fake.bodies()[0]["model"] == "up"
     await router.aclose()
+
+
+def test_accept_files_is_a_chat_route_option(tmp_path: Path) -> None:
+    config = (
+        '[[route]]\nmodel = "vision"\napi = "chat"\nbase_url = "http://h/v1"\naccept_files = true\n'
+        '[[route]]\nmodel = "text"\napi = "chat"\nbase_url = "http://h/v1"\n'
+    )
+    router = Router.from_config(write(tmp_path, config), environ={})
+    vision, plain = router.resolve("vision"), router.resolve("text")
+    assert vision is not None and isinstance(vision.backend, ChatBackend)
+    assert plain is not None and isinstance(plain.backend, ChatBackend)
+    assert vision.backend.options.accept_files is True
+    assert plain.backend.options.accept_files is False  # files are a 400 at create by default
+    flag = Router.from_config(upstream_url="http://h/v1", upstream_options=["accept_files=true"], environ={})
+    star = flag.routes["*"].backend
+    assert isinstance(star, ChatBackend) and star.options.accept_files is True
+    bad = '[[route]]\nmodel = "a"\napi = "chat"\nbase_url = "http://h/v1"\naccept_files = "yes"\n'
+    with pytest.raises(ValueError, match="accept_files"):
+        Router.from_config(write(tmp_path, bad), environ={})
