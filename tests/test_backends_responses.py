@@ -307,10 +307,9 @@ async def test_items_tools_and_format_are_sent_as_they_are(fake: FakeUpstream, m
     body = fake.bodies("/responses")[0]
     assert body["input"] == [
         {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Look:"}, image, pdf]},
-        # bgmode's own reasoning (opened): its text, and no id the upstream never gave out
-        {"type": "reasoning", "summary": mine["summary"], "content": mine["content"]},
-        {"type": "reasoning", "summary": []},
-        theirs,  # the upstream's own token goes back with its id
+        # bgmode's own reasoning items are not sent (an id the upstream never gave out would fail
+        # the request); the upstream's own token goes back with its id
+        theirs,
         hosted,
         fc,
         out,

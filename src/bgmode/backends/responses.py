@@ -118,7 +118,7 @@ class ResponsesBackend(HTTPBackend):
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model_for(request),
-            "input": [_upstream_item(it) for it in request.input],
+            "input": [out for it in request.input if (out := _upstream_item(it)) is not None],
             "stream": True,
             "store": False,
         }
@@ -254,8 +254,11 @@ _ITEM_KEYS = {
 }
 
 
-def _upstream_item(item: dict[str, Any]) -> dict[str, Any]:
-    """An input item as the upstream gets it (no ids it never saw, no bgmode fields)."""
+def _upstream_item(item: dict[str, Any]) -> dict[str, Any] | None:
+    """An input item as the upstream gets it (no ids it never saw, no bgmode fields); None for
+    a reasoning item that is not the upstream's own: OpenAI's schema requires a reasoning
+    item's `id`, and an id the upstream never gave out fails the whole request, which is worse
+    than the model not seeing its earlier reasoning (LiteLLM drops them too)."""
     kind = item.get("type", "message")
     keys = _ITEM_KEYS.get(kind)
     if keys is not None:
@@ -263,12 +266,7 @@ def _upstream_item(item: dict[str, Any]) -> dict[str, Any]:
         out.setdefault("type", kind)
         return out
     if kind == "reasoning":
-        if item.get("encrypted_content"):
-            return item  # the upstream's own: its id and token belong together
-        out = {"type": "reasoning", "summary": item.get("summary") or []}
-        if item.get("content"):
-            out["content"] = item["content"]
-        return out
+        return item if item.get("encrypted_content") else None  # the upstream's own: id and token together
     return item
 
 
