@@ -118,7 +118,8 @@ def test_killed_mid_run_and_resumed_submits_nothing_twice(make_server: type[Bgmo
         if x["line"] in first_ids:
             assert x["response_id"] == first_ids[x["line"]]  # followed, not resubmitted
     resumed = [e for e in r.all("submitted") if e["resumed"]]
-    assert {e["line"] for e in resumed} == set(first_ids) - written_before
+    # (a line submitted just before the kill, its event unread, is followed too)
+    assert set(first_ids) - written_before <= {e["line"] for e in resumed}
     # checked on the server: one response per line, no duplicates
     assert _server_responses(tmp_path) == 6
     assert len({x["response_id"] for x in records}) == 6

@@ -8,7 +8,10 @@ import re
 import subprocess
 
 from tests.serving import BgmodeServer
-from tests.test_client_helpers import BGMODE, FAST, SLOW, LiveProcess, bgmode
+from tests.test_client_helpers import BGMODE, FAST, LiveProcess, bgmode
+
+SOME = ("--metadata", "sim_output_tokens=60", "--metadata", "sim_token_delay_ms=15")
+LONG = ("--metadata", "sim_output_tokens=5000", "--metadata", "sim_token_delay_ms=20")
 
 
 def _detached(server: BgmodeServer, *extra: str) -> str:
@@ -20,14 +23,14 @@ def _detached(server: BgmodeServer, *extra: str) -> str:
 
 def test_watch_refreshes_until_every_job_has_finished(bgmode_server: BgmodeServer) -> None:
     done = _detached(bgmode_server, *FAST)
-    slow = _detached(bgmode_server, *SLOW, "--timeout", "0.2")
-    doomed = _detached(bgmode_server, *SLOW, "--timeout", "0.2")
+    slow = _detached(bgmode_server, *SOME, "--timeout", "0.2")
+    doomed = _detached(bgmode_server, *LONG, "--timeout", "0.2")  # runs until it is cancelled
     with LiveProcess([*BGMODE, "jobs", "--watch", "--interval", "0.2"]) as watch:
         first = [watch.wait_for("job") for _ in range(3)]
         assert [e["response_id"] for e in first] == [doomed, slow, done]  # newest first
         shown = {e["response_id"]: e for e in first}
         assert shown[done]["status"] == "completed" and shown[done]["output_chars"] > 0
-        assert shown[slow]["status"] in ("queued", "in_progress")
+        assert shown[doomed]["status"] in ("queued", "in_progress")
         assert all(isinstance(e["elapsed_seconds"], float) for e in first)
         c = bgmode("cancel", doomed, "--base-url", bgmode_server.base_url)
         assert c.code == 0, c.stderr
