@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -172,3 +175,18 @@ def test_hosted_tool_items_from_a_responses_upstream(
     with pytest.raises(openai.BadRequestError) as e:
         chat.responses.create(model="local", input="x", tools=[{"type": "web_search"}])
     assert e.value.body["param"] == "tools[0].type"  # type: ignore[index]
+
+
+def test_client_can_omit_reasoning_for_models_that_refuse_it(
+    make_server: type[BgmodeServer], fake: FakeUpstream, tmp_path: Path
+) -> None:
+    server = make_server(args=["--config", config(tmp_path, fake)], env={"UP_KEY": KEY}).start()
+    env = {**os.environ, "OPENAI_API_KEY": "k", "BGMODE_LEDGER_PATH": str(tmp_path / "ledger.db")}
+    base = ["bgmode", "run", "--base-url", server.base_url, "--model", "local", "--prompt", "hi"]
+    cmd = [sys.executable, "-m", *base]
+    omitted = subprocess.run([*cmd, "--reasoning-effort", "omit"], env=env, capture_output=True, text=True, timeout=60)
+    default = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert omitted.returncode == 0 and default.returncode == 0, omitted.stderr + default.stderr
+    first, second = fake.bodies("/chat/completions")
+    assert "reasoning_effort" not in first
+    assert second["reasoning_effort"] == "medium"

@@ -34,7 +34,8 @@ DEFAULT_RESUME_ARGV = ("bgmode", "monitor", "{id}")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-REASONING_EFFORTS = ("none", "low", "medium", "high", "xhigh")
+#: "omit" sends no `reasoning` at all (models and gateways that refuse the parameter)
+REASONING_EFFORTS = ("none", "low", "medium", "high", "xhigh", "omit")
 VERBOSITIES = ("low", "medium", "high")
 
 
@@ -185,6 +186,10 @@ def load_messages(path: Path) -> list[dict[str, Any]]:
     return data
 
 
+def _effort(value: str | None) -> str | None:
+    return None if value == "omit" else value
+
+
 @click.command()
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model name.")
 @click.option(
@@ -220,7 +225,7 @@ def run(ctx: click.Context, /, **kw: Any) -> None:
     request = ResponseRequest(
         input=kw["prompt"] if kw["prompt"] is not None else load_messages(kw["messages_json_file"]),
         model=kw["model"],
-        reasoning_effort=kw["reasoning_effort"],
+        reasoning_effort=_effort(kw["reasoning_effort"]),
         verbosity=kw["verbosity"],
         metadata=kw["metadata"],
         max_output_tokens=kw["max_output_tokens"],
@@ -484,7 +489,7 @@ def batch(ctx: click.Context, /, input_path: Path, **kw: Any) -> None:
         output=output,
         defaults=Defaults(
             model=kw["model"],
-            reasoning_effort=kw["reasoning_effort"],
+            reasoning_effort=_effort(kw["reasoning_effort"]),
             verbosity=kw["verbosity"],
             instructions=kw["instructions"],
             max_output_tokens=kw["max_output_tokens"],
