@@ -97,6 +97,8 @@ class Plan:
     annotation: dict[str, Any] | None = None
     #: responses: the reasoning item's encrypted_content
     encrypted: str | None = None
+    #: request parameters this upstream refuses with a 400, as gateways do for some models
+    reject_params: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,10 @@ class FakeUpstream:
         plan = self.plans.get(model, self.default)
         self._attempts[model] += 1
         attempt = self._attempts[model]
+        refused = [p for p in plan.reject_params if isinstance(body, dict) and p in body]
+        if refused:  # LiteLLM's wording
+            message = f"litellm.UnsupportedParamsError: {model} does not support parameters: {refused}"
+            return await _send_json(writer, 400, _error(message, "invalid_request_error"))
         status = plan.fail_first[attempt - 1] if attempt <= len(plan.fail_first) else plan.status
         if status is not None:
             message = plan.error_message

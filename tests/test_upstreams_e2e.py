@@ -190,3 +190,31 @@ def test_client_can_omit_reasoning_for_models_that_refuse_it(
     first, second = fake.bodies("/chat/completions")
     assert "reasoning_effort" not in first
     assert second["reasoning_effort"] == "medium"
+
+
+def test_an_upstream_refusing_a_parameter_is_reported_with_the_option_to_turn_off(
+    make_server: type[BgmodeServer], fake: FakeUpstream, tmp_path: Path
+) -> None:
+    fake.plan("local", reject_params=["reasoning_effort"])
+    server = make_server(args=["--config", config(tmp_path, fake)], env={"UP_KEY": KEY}).start()
+    client = OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    r = client.responses.create(model="local", input="hi", reasoning={"effort": "low"})
+    assert r.status == "failed" and r.error is not None and r.error.code == "invalid_prompt"
+    assert "UnsupportedParamsError" in r.error.message and "send_reasoning_effort=false" in r.error.message
+    # the same route with the option set: the parameter is no longer sent and the call works
+    server.kill()
+    fixed = make_server(
+        args=[
+            "--upstream-url",
+            fake.base_url,
+            "--upstream-option",
+            "send_reasoning_effort=false",
+            "--upstream-model",
+            "local",
+        ]
+    ).start()
+    ok = OpenAI(base_url=fixed.base_url, api_key="k", max_retries=0).responses.create(
+        model="anything", input="hi", reasoning={"effort": "low"}
+    )
+    assert ok.status == "completed" and ok.output_text == "Hello, world!"
+    assert r.id in server.log() and "model=local route=chat" in server.log()
