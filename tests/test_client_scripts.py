@@ -26,7 +26,7 @@ def test_scripts_accept_the_skills_flags_and_defaults() -> None:
     text = _help(RUN)
     for flag in (
         "--model TEXT",
-        "--reasoning-effort [none|low|medium|high|xhigh]",
+        "--reasoning-effort [none|low|medium|high|xhigh|omit]",  # omit: a bgmode extension
         "--verbosity [low|medium|high]",
         "--prompt",
         "--messages-json-file",
