@@ -41,3 +41,16 @@ def check_log(client: OpenAI, rid: str) -> tuple[str, list[Any]]:
     if r.status == "completed":
         assert r.output_text == deltas(events)
     return r.status, events
+
+
+def until_first_delta(client: OpenAI, metadata: dict[str, str], **create: Any) -> tuple[str, list[Any], Any]:
+    """Create a background response with `stream=true` and read its events up to the first text
+    delta (committed, so the response is running with output begun). Returns its id, the events
+    read and the still-open stream."""
+    stream = client.responses.create(model="m", background=True, stream=True, metadata=metadata, **create)
+    seen: list[Any] = []
+    for ev in stream:
+        seen.append(ev)
+        if ev.type == "response.output_text.delta":
+            break
+    return seen[0].response.id, seen, stream

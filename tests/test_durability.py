@@ -8,7 +8,7 @@ import time
 import openai
 from openai import OpenAI
 
-from tests.sdk import TERMINAL, check_log, replay
+from tests.sdk import TERMINAL, check_log, replay, until_first_delta
 from tests.serving import BgmodeServer
 
 FAST_LEASES = ["--lease-seconds", "1.5"]
@@ -170,19 +170,7 @@ def test_restart_on_the_same_host_settles_a_dead_process_at_once(make_server: ty
     server = make_server(args=["--lease-seconds", "3600", "--workers", "2"]).start()
     client = OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
     # mid-output: tokens every 10 ms
-    mid = client.responses.create(
-        model="m",
-        input="mid",
-        background=True,
-        stream=True,
-        metadata={"sim_output_tokens": "5000", "sim_token_delay_ms": "10"},
-    )
-    seen = []
-    for ev in mid:
-        seen.append(ev)
-        if ev.type == "response.output_text.delta":
-            break
-    mid_id = seen[0].response.id
+    mid_id, seen, _ = until_first_delta(client, {"sim_output_tokens": "5000", "sim_token_delay_ms": "10"}, input="mid")
     # claimed, no output yet: its first token is a minute away
     idle = client.responses.create(
         model="m",
@@ -224,19 +212,7 @@ def test_cancel_requested_then_crash_ends_cancelled(make_server: type[BgmodeServ
     api = make_server(args=["--workers", "0"]).start()  # same SQLite file, API only
     cw = OpenAI(base_url=worker.base_url, api_key="k", max_retries=0)
     ca = OpenAI(base_url=api.base_url, api_key="k", max_retries=0)
-    stream = cw.responses.create(
-        model="m",
-        input="x",
-        background=True,
-        stream=True,
-        metadata={"sim_output_tokens": "5000", "sim_token_delay_ms": "10"},
-    )
-    seen = []
-    for ev in stream:
-        seen.append(ev)
-        if ev.type == "response.output_text.delta":
-            break
-    rid = seen[0].response.id
+    rid, seen, _ = until_first_delta(cw, {"sim_output_tokens": "5000", "sim_token_delay_ms": "10"}, input="x")
     assert worker.proc is not None
     worker.proc.send_signal(signal.SIGSTOP)  # the worker can no longer hear about the cancel
     pending = ca.responses.cancel(rid)  # committed; nobody settles it yet

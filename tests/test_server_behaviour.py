@@ -13,19 +13,14 @@ import httpx
 from openai import OpenAI
 
 from bgmode.cli import serve
+from tests.sdk import until_first_delta
 from tests.serving import BgmodeServer, free_port
 
 SLOW = {"sim_output_tokens": "3000", "sim_token_delay_ms": "10"}
 
 
 def test_poll_returns_partial_output_while_in_progress(client: OpenAI) -> None:
-    stream = client.responses.create(model="m", input="partial", background=True, stream=True, metadata=SLOW)
-    rid = ""
-    for ev in stream:
-        if ev.type == "response.created":
-            rid = ev.response.id
-        if ev.type == "response.output_text.delta":
-            break  # committed, and the first write of a run carries the snapshot
+    rid, _, _ = until_first_delta(client, SLOW, input="partial")  # the first write carries the snapshot
     polled = client.responses.retrieve(rid)
     assert polled.status == "in_progress"
     assert polled.output_text  # partial text, not []
@@ -34,13 +29,7 @@ def test_poll_returns_partial_output_while_in_progress(client: OpenAI) -> None:
 
 
 def test_output_stops_growing_once_cancelled(client: OpenAI) -> None:
-    stream = client.responses.create(model="m", input="grow", background=True, stream=True, metadata=SLOW)
-    rid = ""
-    for ev in stream:
-        if ev.type == "response.created":
-            rid = ev.response.id
-        if ev.type == "response.output_text.delta":
-            break
+    rid, _, stream = until_first_delta(client, SLOW, input="grow")
     cancelled = client.responses.cancel(rid)
     assert cancelled.status == "cancelled"
     list(stream)  # the stream ends after the terminal event
