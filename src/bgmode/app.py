@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
+from bgmode import dashboard, webhooks
 from bgmode.config import Settings
 from bgmode.conversations import Conversations
 from bgmode.errors import APIError, BodyTooLarge, InvalidRequest, ServiceUnavailable, Unauthorized
@@ -86,6 +87,7 @@ class Server:
         self.model_list = ModelList(self.router)
         self._keys = [(k.encode(), t) for k, t in settings.api_keys.items()]
         self._sweeper: asyncio.Task[None] | None = None
+        self.webhooks = webhooks.Dispatcher(self.store, settings.webhooks)
 
     def begin_shutdown(self) -> None:
         """The first signal: stop claiming work and end live streams (their clients resume later)."""
@@ -99,11 +101,13 @@ class Server:
         sealer = Sealer(key.encode() if key else await self.store.secret("reasoning", Sealer.generate_key()))
         self.service.sealer = self.worker.sealer = sealer
         await self.worker.start()
+        await self.webhooks.start()
         self._sweeper = asyncio.create_task(self._sweep_loop())
         try:
             yield
         finally:
             self.begin_shutdown()
+            await self.webhooks.stop()
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
@@ -536,6 +540,8 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
         Route("/healthz", server.healthz, methods=["GET"]),
         Route("/readyz", server.readyz, methods=["GET"]),
         Route("/openapi.json", server.openapi, methods=["GET"]),
+        *dashboard.routes(server),
+        *webhooks.routes(server),
     ]
     app = Starlette(
         routes=routes,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import sys
 from typing import Any
 
@@ -119,6 +120,7 @@ def serve(**opts: Any) -> None:
     from bgmode.config import Settings, default_store_url, parse_api_keys
     from bgmode.routing import Router
     from bgmode.server import run
+    from bgmode.webhooks import load_endpoints
 
     api_keys = parse_api_keys(opts["api_keys"])
     if not api_keys and not _is_loopback(opts["host"]) and not opts["insecure_no_auth"]:
@@ -135,6 +137,7 @@ def serve(**opts: Any) -> None:
             opts["upstream_model"],
             upstream_options=opts["upstream_options"],
         )
+        endpoints = load_endpoints(opts["config_path"], os.environ)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 
@@ -155,6 +158,7 @@ def serve(**opts: Any) -> None:
         conversation_ttl=opts["conversation_ttl"],
         sweep_seconds=opts["sweep_seconds"],
         reasoning_key=opts["reasoning_key"],
+        webhooks=endpoints,
     )
     logging.basicConfig(level=opts["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host = settings.host if ":" not in settings.host else f"[{settings.host}]"

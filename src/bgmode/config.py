@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from platformdirs import user_data_dir
+
+if TYPE_CHECKING:
+    from bgmode.webhooks import Endpoint
 
 
 def default_store_url() -> str:
@@ -48,3 +52,5 @@ class Settings:
     sweep_seconds: float = 60.0
     #: seals reasoning `encrypted_content` (None: a random key kept in the store)
     reasoning_key: str | None = field(default=None, repr=False)
+    #: webhook endpoints (`[[webhook]]` tables of the config file and `BGMODE_WEBHOOK_*`)
+    webhooks: list[Endpoint] = field(default_factory=list)

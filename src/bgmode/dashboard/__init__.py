@@ -1,0 +1,21 @@
+"""The web dashboard at `/dashboard` and the `GET /v1/responses` listing it reads.
+
+SEAM (filled in by the dashboard work): `routes` adds the pages, static files and the listing
+route; `OPENAPI_PATHS` documents the listing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from starlette.routing import BaseRoute
+
+if TYPE_CHECKING:
+    from bgmode.app import Server
+
+
+def routes(server: Server) -> list[BaseRoute]:
+    return []
+
+
+OPENAPI_PATHS: dict[str, Any] = {}
