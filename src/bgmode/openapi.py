@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bgmode import dashboard, webhooks
+from bgmode import webhooks
 from bgmode.events import TERMINAL_EVENT_TYPES
 from bgmode.items import HOSTED_ITEM_TYPES, IMAGE_DETAILS, ROLES
 from bgmode.protocol import (
@@ -675,6 +675,5 @@ OPENAPI: dict[str, Any] = {
     },
 }
 
-# bgmode's extensions document themselves next to their routes
-OPENAPI["paths"].update(dashboard.OPENAPI_PATHS)
+# the webhooks extension documents itself next to its routes
 OPENAPI["paths"].update(webhooks.OPENAPI_PATHS)

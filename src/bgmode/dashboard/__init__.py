@@ -1,12 +1,12 @@
 """The web dashboard at `/dashboard` and the `GET /v1/responses` listing it reads.
 
 SEAM (filled in by the dashboard work): `routes` adds the pages, static files and the listing
-route; `OPENAPI_PATHS` documents the listing.
+route (documented in `openapi.py`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.routing import BaseRoute
 
@@ -17,5 +17,3 @@ if TYPE_CHECKING:
 def routes(server: Server) -> list[BaseRoute]:
     return []
 
-
-OPENAPI_PATHS: dict[str, Any] = {}
