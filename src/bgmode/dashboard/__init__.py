@@ -16,4 +16,3 @@ if TYPE_CHECKING:
 
 def routes(server: Server) -> list[BaseRoute]:
     return []
-
