@@ -35,6 +35,12 @@ Each backend translates what it understands and skips the rest (`input_text` is 
   calls): relayed with bgmode's sequence numbers and output indexes;
 - then at most one `Usage` and exactly one `Finish` as the last item.
 
+A backend whose model server keeps the response itself (an upstream in background mode) also
+yields `Checkpoint`s: everything yielded before a checkpoint is covered by its `token`. The
+worker stores the latest token in the same write as the events it covers, and after a crash
+or a restart continues with `Backend.resume(request, token)`, which yields only what comes
+after; `Backend.cancel(token)` cancels the model server's response.
+
 It raises `BackendError` for a failure (the response ends `failed` with that code and
 message, keeping the output already streamed), and is cancelled by the worker
 (`asyncio.CancelledError` at an `await`) when the response is cancelled or the worker shuts
@@ -163,6 +169,15 @@ class Finish:
     reason: Literal["max_output_tokens", "content_filter"] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """What was yielded before this can be resumed after with `Backend.resume(request, token)`.
+
+    `token` is small JSON (the upstream response id, its cursor, a little parse state)."""
+
+    token: dict[str, Any]
+
+
 BackendEvent = (
     TextDelta
     | RefusalDelta
@@ -175,6 +190,7 @@ BackendEvent = (
     | Passthrough
     | Usage
     | Finish
+    | Checkpoint
 )
 
 
@@ -201,6 +217,14 @@ class Backend(ABC):
         """How many tokens the request's input is (`POST /v1/responses/input_tokens`): an
         estimate unless the backend can ask the model server."""
         return estimate_input_tokens(request)
+
+    def resume(self, request: ModelRequest, token: dict[str, Any]) -> AsyncIterator[BackendEvent]:
+        """Continue a response after the `Checkpoint` whose token is `token`, in a new process
+        if need be. Only backends that yield checkpoints implement it."""
+        raise NotImplementedError(f"{type(self).__name__} yields no checkpoints")
+
+    async def cancel(self, token: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Cancel the model server's own response named by a checkpoint's `token` (best effort)."""
 
     def check(self, metadata: dict[str, str]) -> None:  # noqa: B027 - optional hook
         """Refuse, at create time, request `metadata` this backend reads and cannot use: raise

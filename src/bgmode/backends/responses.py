@@ -26,16 +26,22 @@ streamed); `output_text.annotation.added` → `Annotation`; the end of any of th
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
 
 from bgmode.backends.base import (
     Annotation,
+    BackendError,
     BackendEvent,
+    Checkpoint,
     Finish,
     ItemEnd,
     ModelRequest,
@@ -48,7 +54,19 @@ from bgmode.backends.base import (
     ToolCall,
     Usage,
 )
-from bgmode.backends.http import HTTPBackend, Progress, SSEEvent, UpstreamFailure, UpstreamSettings, event_json
+from bgmode.backends.http import (
+    HTTPBackend,
+    Progress,
+    SSEEvent,
+    UpstreamFailure,
+    UpstreamSettings,
+    _read_capped,
+    error_message,
+    event_json,
+    iter_sse,
+)
+
+log = logging.getLogger("bgmode.upstream")
 
 #: client request fields passed upstream as they are (they shape the output, not the job)
 PASS_THROUGH = (
@@ -93,12 +111,120 @@ class ResponsesBackend(HTTPBackend):
     path = "/responses"
 
     def __init__(
-        self, settings: UpstreamSettings, *, send_reasoning_effort: bool = True, send_verbosity: bool = True
+        self,
+        settings: UpstreamSettings,
+        *,
+        send_reasoning_effort: bool = True,
+        send_verbosity: bool = True,
+        background: bool = False,
     ) -> None:
         super().__init__(settings)
         #: upstreams that refuse these parameters for some models (gateways in front of them)
         self.send_reasoning_effort = send_reasoning_effort
         self.send_verbosity = send_verbosity
+        #: run upstream in background mode (stored there) and yield checkpoints to resume from
+        self.background = background
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[BackendEvent]:
+        if not self.background:
+            async for event in super().stream(request):
+                yield event
+            return
+        async for event in self._relay(request, None):
+            yield event
+
+    def resume(self, request: ModelRequest, token: dict[str, Any]) -> AsyncIterator[BackendEvent]:
+        return self._relay(request, token)
+
+    async def cancel(self, token: dict[str, Any]) -> None:
+        """`POST /responses/{id}/cancel` upstream; failures are logged, never raised."""
+        try:
+            async with self._http().post(
+                f"{self.url}/{quote(str(token['id']), safe='')}/cancel",
+                headers=self._headers(),
+                proxy=self._proxy,
+                timeout=aiohttp.ClientTimeout(total=self.settings.connect_timeout + 10),
+            ) as response:
+                if response.status >= 300 and response.status != 400:  # 400: it had already finished
+                    log.warning("%s: cancelling upstream response: HTTP %d", self.where, response.status)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("%s: cancelling upstream response failed: %s", self.where, type(exc).__name__)
+
+    async def _relay(self, request: ModelRequest, token: dict[str, Any] | None) -> AsyncIterator[BackendEvent]:
+        """Background mode: create the upstream response (or, with a `token`, reattach to it),
+        follow its stream, and after a break follow it again with `starting_after` the last
+        event handled, so nothing is lost or repeated. A `Checkpoint` follows every upstream
+        event that produced output."""
+        body = orjson.dumps(self.build_body(request)) if token is None else b""
+        async with _slot(self):
+            progress = Progress()
+            parser = _Parser(request, progress, token)
+            attempt = 0
+            while True:
+                seen = parser.seq
+                try:
+                    if parser.upstream_id is None:
+                        connect = self._http().post(self.url, data=body, headers=self._headers(), proxy=self._proxy)
+                    else:
+                        connect = self._http().get(
+                            f"{self.url}/{quote(parser.upstream_id, safe='')}",
+                            params={"stream": "true", "starting_after": str(parser.seq)},
+                            headers=self._headers(),
+                            proxy=self._proxy,
+                        )
+                    async with connect as response:
+                        if not 200 <= response.status < 300:
+                            raise await self._status_failure(response)
+                        if response.headers.get("content-type", "").startswith("application/json"):
+                            detail = error_message(await _read_capped(response))
+                            raise UpstreamFailure(
+                                f"upstream {self.where} answered with JSON, not an event stream: {detail}"
+                            )
+                        async for event in iter_sse(response.content.iter_any()):
+                            if not event.data.startswith("{") and event.data.strip() == "[DONE]":
+                                break
+                            data = event_json(event)
+                            if not isinstance(data, dict):
+                                continue
+                            known = parser.upstream_id
+                            outs = parser.feed(data, event.event)
+                            for out in outs:
+                                progress.count(out)
+                                yield out
+                            if parser.done:
+                                return
+                            if outs or known != parser.upstream_id:
+                                checkpoint = parser.token()
+                                if checkpoint is not None:
+                                    yield Checkpoint(checkpoint)
+                    raise UpstreamFailure(
+                        "upstream closed the stream before the response finished", retryable=True, broke=True
+                    )
+                except UpstreamFailure as exc:
+                    failure = exc
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    failure = self._transport_failure(exc, progress)
+                message = failure.message
+                if parser.upstream_id is None and progress.deltas:
+                    raise BackendError(self._redact(message), failure.code)  # nothing to reattach to
+                if parser.seq > seen:
+                    attempt = 0  # it moved on since the last break: a fresh budget
+                if not failure.retryable or attempt >= self.settings.max_retries:
+                    if attempt:
+                        message += f" (gave up after {attempt + 1} attempts)"
+                    raise BackendError(self._redact(message), failure.code)
+                delay = self._backoff(attempt, failure.retry_after)
+                attempt += 1
+                log.warning(
+                    "%s: %s; %s %d/%d in %.2fs",
+                    self.where,
+                    self._redact(message),
+                    "retry" if parser.upstream_id is None else "reattach",
+                    attempt,
+                    self.settings.max_retries,
+                    delay,
+                )
+                await asyncio.sleep(delay)
 
     async def count_input_tokens(self, request: ModelRequest) -> int:
         """The upstream's own count (`POST {base_url}/responses/input_tokens`), else an estimate."""
@@ -120,8 +246,13 @@ class ResponsesBackend(HTTPBackend):
             "model": self.model_for(request),
             "input": [out for it in request.input if (out := _upstream_item(it)) is not None],
             "stream": True,
-            "store": False,
+            "store": self.background,
         }
+        if self.background:
+            # stored upstream (that is what makes it resumable): the client's metadata goes too
+            body["background"] = True
+            if request.metadata:
+                body["metadata"] = request.metadata
         if request.instructions:
             body["instructions"] = request.instructions
         if request.max_output_tokens is not None:
@@ -160,88 +291,152 @@ class ResponsesBackend(HTTPBackend):
     async def parse(
         self, events: AsyncIterator[SSEEvent], request: ModelRequest, progress: Progress
     ) -> AsyncIterator[BackendEvent]:
-        # upstream item kinds by output_index; the function call whose arguments stream now
-        kinds: dict[Any, str] = {}
-        streamed_args: dict[Any, list[str]] = {}
+        parser = _Parser(request, progress)
         async for event in events:
             if not event.data.startswith("{") and event.data.strip() == "[DONE]":
                 break  # not part of the Responses protocol, but some servers add it
             data = event_json(event)
             if not isinstance(data, dict):
                 continue
-            kind = data.get("type") or event.event
-            delta = data.get("delta")
-            if kind == "response.output_text.delta":
-                if isinstance(delta, str) and delta:
-                    yield TextDelta(delta)
-            elif kind == "response.function_call_arguments.delta":
-                if isinstance(delta, str) and delta:
-                    streamed_args.setdefault(data.get("output_index"), []).append(delta)
-                    yield ToolArguments(delta)
-            elif kind == "response.refusal.delta":
-                if isinstance(delta, str) and delta:
-                    yield RefusalDelta(delta)
-            elif kind == "response.reasoning_text.delta":
-                if isinstance(delta, str) and delta:
-                    yield ReasoningDelta(delta)
-            elif kind == "response.reasoning_summary_text.delta":
-                if isinstance(delta, str) and delta:
-                    part = data.get("summary_index")
-                    yield ReasoningDelta(delta, summary=True, part=part if isinstance(part, int) else 0)
-            elif kind == "response.output_text.annotation.added":
-                if isinstance(data.get("annotation"), dict):
-                    yield Annotation(data["annotation"])
-            elif kind in ("response.output_item.added", "response.output_item.done"):
-                raw_item = data.get("item")
-                item: dict[str, Any] = raw_item if isinstance(raw_item, dict) else {}
-                idx = data.get("output_index")
-                item_type = str(item.get("type"))
-                if idx is not None:
-                    kinds.setdefault(idx, item_type)
-                if item_type not in _MODELLED:
-                    yield Passthrough(data)
-                elif kind == "response.output_item.added":
-                    if item_type == "function_call":
-                        yield _tool_call(item)
-                else:  # done
-                    if item_type == "function_call":
-                        sent = "".join(streamed_args.get(idx, ()))
-                        final = item.get("arguments")
-                        if isinstance(final, str) and final.startswith(sent) and len(final) > len(sent):
-                            yield ToolArguments(final[len(sent) :])
-                    elif item_type == "reasoning":
-                        token = item.get("encrypted_content")
-                        if isinstance(token, str) and token:
-                            yield ReasoningToken(token)
-                    yield ItemEnd()
-            elif kinds.get(data.get("output_index"), "message") not in _MODELLED and kind.startswith("response."):
-                yield Passthrough(data)  # an event of a relayed (hosted-tool) item
-            elif kind in ("response.completed", "response.incomplete"):
-                response = data.get("response") or {}
-                usage = response.get("usage")
-                yield responses_usage(usage) if isinstance(usage, dict) else progress.estimated_usage(request)
-                if kind == "response.completed":
-                    yield Finish()
-                else:
-                    reason = (response.get("incomplete_details") or {}).get("reason")
-                    # Finish knows two reasons; any other cut-off (max_messages...) is a length limit.
-                    yield Finish("content_filter" if reason == "content_filter" else "max_output_tokens")
+            for out in parser.feed(data, event.event):
+                yield out
+            if parser.done:
                 return
-            elif kind == "response.failed":
-                response = data.get("response") or {}
-                if response.get("status") == "cancelled":
-                    raise UpstreamFailure("the upstream response was cancelled")
-                error = response.get("error") or {}
-                raise UpstreamFailure(
-                    f"upstream response failed: {error.get('message') or 'no message'}",
-                    _code(error.get("code")),
-                )
-            elif kind == "error":
-                # The spec's flat {code, message} and the nested {error: {...}} seen in real traffic.
-                nested = data.get("error")
-                flat: dict[str, Any] = nested if isinstance(nested, dict) else data
-                raise UpstreamFailure(f"upstream error: {flat.get('message') or 'no message'}", _code(flat.get("code")))
         raise UpstreamFailure("upstream closed the stream before the response finished", retryable=True, broke=True)
+
+
+class _Parser:
+    """Upstream Responses events in, backend events out; its state fits in a checkpoint."""
+
+    __slots__ = ("args", "done", "kinds", "progress", "request", "seq", "upstream_id")
+
+    def __init__(self, request: ModelRequest, progress: Progress, token: dict[str, Any] | None = None) -> None:
+        self.request = request
+        self.progress = progress
+        #: upstream item kinds by output_index
+        self.kinds: dict[str, str] = dict((token or {}).get("kinds") or {})
+        #: argument text streamed so far, by the output_index of its function call
+        self.args: dict[str, str] = {}
+        for idx, n in ((token or {}).get("args") or {}).items():
+            self.args[idx] = "\0" * int(n)  # only its length is kept across a resume
+        #: the upstream response's id and the last sequence number handled
+        self.upstream_id: str | None = (token or {}).get("id")
+        self.seq: int = int((token or {}).get("after", -1))
+        self.done = False
+
+    def token(self) -> dict[str, Any] | None:
+        """The checkpoint after the events handled so far (None until the upstream id is known)."""
+        if self.upstream_id is None:
+            return None
+        return {
+            "id": self.upstream_id,
+            "after": self.seq,
+            "kinds": self.kinds,
+            "args": {idx: len(text) for idx, text in self.args.items()},
+        }
+
+    def feed(self, data: dict[str, Any], name: str = "message") -> list[BackendEvent]:
+        seq = data.get("sequence_number")
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            self.seq = seq
+        kind = data.get("type") or name
+        delta = data.get("delta")
+        if kind == "response.output_text.delta":
+            return [TextDelta(delta)] if isinstance(delta, str) and delta else []
+        idx = str(data.get("output_index"))
+        if kind == "response.function_call_arguments.delta":
+            if not isinstance(delta, str) or not delta:
+                return []
+            self.args[idx] = self.args.get(idx, "") + delta
+            return [ToolArguments(delta)]
+        if kind == "response.refusal.delta":
+            return [RefusalDelta(delta)] if isinstance(delta, str) and delta else []
+        if kind == "response.reasoning_text.delta":
+            return [ReasoningDelta(delta)] if isinstance(delta, str) and delta else []
+        if kind == "response.reasoning_summary_text.delta":
+            if not isinstance(delta, str) or not delta:
+                return []
+            part = data.get("summary_index")
+            return [ReasoningDelta(delta, summary=True, part=part if isinstance(part, int) else 0)]
+        if kind == "response.output_text.annotation.added":
+            return [Annotation(data["annotation"])] if isinstance(data.get("annotation"), dict) else []
+        if kind in ("response.output_item.added", "response.output_item.done"):
+            return self._item(kind, data, idx)
+        if self.kinds.get(idx, "message") not in _MODELLED and kind.startswith("response."):
+            return [Passthrough(data)]  # an event of a relayed (hosted-tool) item
+        if kind in ("response.created", "response.in_progress", "response.queued"):
+            rid = (data.get("response") or {}).get("id")
+            if isinstance(rid, str) and rid:
+                self.upstream_id = rid
+            return []
+        if kind in ("response.completed", "response.incomplete"):
+            self.done = True
+            response = data.get("response") or {}
+            usage = response.get("usage")
+            used = responses_usage(usage) if isinstance(usage, dict) else self.progress.estimated_usage(self.request)
+            if kind == "response.completed":
+                return [used, Finish()]
+            reason = (response.get("incomplete_details") or {}).get("reason")
+            # Finish knows two reasons; any other cut-off (max_messages...) is a length limit.
+            return [used, Finish("content_filter" if reason == "content_filter" else "max_output_tokens")]
+        if kind == "response.failed":
+            response = data.get("response") or {}
+            if response.get("status") == "cancelled":
+                raise UpstreamFailure("the upstream response was cancelled")
+            error = response.get("error") or {}
+            raise UpstreamFailure(
+                f"upstream response failed: {error.get('message') or 'no message'}", _code(error.get("code"))
+            )
+        if kind == "response.cancelled":  # what bgmode upstreams before 0.2 sent
+            raise UpstreamFailure("the upstream response was cancelled")
+        if kind == "error":
+            # The spec's flat {code, message} and the nested {error: {...}} seen in real traffic.
+            nested = data.get("error")
+            flat: dict[str, Any] = nested if isinstance(nested, dict) else data
+            raise UpstreamFailure(f"upstream error: {flat.get('message') or 'no message'}", _code(flat.get("code")))
+        return []
+
+    def _item(self, kind: str, data: dict[str, Any], idx: str) -> list[BackendEvent]:
+        raw_item = data.get("item")
+        item: dict[str, Any] = raw_item if isinstance(raw_item, dict) else {}
+        item_type = str(item.get("type"))
+        if data.get("output_index") is not None:
+            self.kinds.setdefault(idx, item_type)
+        if item_type not in _MODELLED:
+            return [Passthrough(data)]
+        if kind == "response.output_item.added":
+            return [_tool_call(item)] if item_type == "function_call" else []
+        out: list[BackendEvent] = []
+        if item_type == "function_call":
+            sent = self.args.pop(idx, "")
+            final = item.get("arguments")
+            if isinstance(final, str) and len(final) > len(sent) and (sent[:1] == "\0" or final.startswith(sent)):
+                out.append(ToolArguments(final[len(sent) :]))
+        elif item_type == "reasoning":
+            token = item.get("encrypted_content")
+            if isinstance(token, str) and token:
+                out.append(ReasoningToken(token))
+        out.append(ItemEnd())
+        return out
+
+
+@contextlib.asynccontextmanager
+async def _slot(backend: HTTPBackend) -> AsyncIterator[None]:
+    """One of the backend's concurrency slots, counted in `waiting` then `running`."""
+    slots = backend._slots
+    if slots is not None:
+        backend.waiting += 1
+        try:
+            await slots.acquire()
+        finally:
+            backend.waiting -= 1
+    backend.running += 1
+    try:
+        yield
+    finally:
+        backend.running -= 1
+        if slots is not None:
+            slots.release()
 
 
 #: upstream item types bgmode models itself (the rest are relayed as they are)
