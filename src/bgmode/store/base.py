@@ -86,6 +86,41 @@ def unique_ids(items: list[dict[str, Any]], taken: set[str]) -> list[dict[str, A
     return out
 
 
+def listing_query(
+    tenant: str,
+    status: str | None,
+    model: str | None,
+    after: str | None,
+    order: str,
+    limit: int,
+    columns: str,
+    mark: str,
+) -> tuple[str, list[Any]]:
+    """The SQL of `Store.list_responses` (shared by the stores): `mark` "?" (SQLite) or "$"
+    (PostgreSQL, numbered). One equality prefix of an index on (tenant[, status | model], id),
+    then a range on id: an index walk from the cursor, never a sort."""
+    if order not in ("asc", "desc"):
+        raise ValueError(f"order must be 'asc' or 'desc', not {order!r}")
+    args: list[Any] = []
+
+    def p(value: Any) -> str:
+        args.append(value)
+        return "?" if mark == "?" else f"${len(args)}"
+
+    where = [f"tenant = {p(tenant)}"]
+    if status is not None:
+        where.append(f"status = {p(status)}")
+    if model is not None:
+        where.append(f"model = {p(model)}")
+    if after is not None:
+        where.append(f"id {'<' if order == 'desc' else '>'} {p(after)}")
+    sql = (
+        f"SELECT {columns} FROM responses WHERE {' AND '.join(where)}"
+        f" ORDER BY id {order.upper()} LIMIT {p(max(0, int(limit)))}"
+    )
+    return sql, args
+
+
 class ConversationLocked(Exception):
     """Another response is running on this conversation (`Store.conversation_begin`)."""
 
@@ -175,6 +210,32 @@ class Store(ABC):
     @abstractmethod
     async def count_queued(self, tenant: str | None = None) -> int:
         """How many responses are queued (for one tenant, or all)."""
+
+    @abstractmethod
+    async def list_responses(
+        self,
+        tenant: str,
+        *,
+        status: str | None = None,
+        model: str | None = None,
+        after: str | None = None,
+        order: str = "desc",
+        limit: int = 20,
+    ) -> list[ResponseRecord]:
+        """Up to `limit` of `tenant`'s responses ordered by id (`order` "desc": newest first, or
+        "asc"), only those after the id `after` in that order (exclusive; the id need not
+        exist), with exactly `status` / `model` when given. Records as `get(full=False)`
+        returns them. Ask `limit + 1` to learn whether more follow."""
+
+    @abstractmethod
+    async def status_counts(self, tenant: str | None = None) -> dict[str, int]:
+        """How many responses have each status (every `Status` value, zeros included), for
+        one tenant or all."""
+
+    @abstractmethod
+    async def lease_owners(self) -> list[tuple[str, int, float]]:
+        """Workers holding leases now: (owner id, how many `in_progress` responses it holds,
+        its latest lease expiry in epoch seconds), by owner id."""
 
     @abstractmethod
     async def sweep(self, responses_before: float, events_before: float, limit: int) -> tuple[int, int]:

@@ -45,6 +45,7 @@ from bgmode.store.base import (
     Store,
     Write,
     WriteResult,
+    listing_query,
     unique_ids,
 )
 
@@ -53,7 +54,7 @@ log = logging.getLogger("bgmode.store.postgres")
 T = TypeVar("T")
 _Conn: TypeAlias = "asyncpg.Connection | PoolConnectionProxy"
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 WORK_CHANNEL = "bgmode_work"
 EVENTS_CHANNEL = "bgmode_events"
 #: serialises schema creation between processes starting at once
@@ -77,7 +78,8 @@ CREATE TABLE IF NOT EXISTS responses (
     lease_expires DOUBLE PRECISION,
     attempts INTEGER NOT NULL DEFAULT 0,
     events_purged BOOLEAN NOT NULL DEFAULT FALSE,
-    idempotency_key TEXT
+    idempotency_key TEXT,
+    model TEXT
 );
 CREATE INDEX IF NOT EXISTS responses_queued ON responses (created_at) WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS responses_leased ON responses (lease_owner) WHERE lease_owner IS NOT NULL;
@@ -111,6 +113,21 @@ CREATE TABLE IF NOT EXISTS conversation_items (
     PRIMARY KEY (conversation_id, pos)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS conversation_items_id ON conversation_items (conversation_id, item_id);
+"""
+
+#: schema version 1 → 2 (idempotent; run under the schema lock): the model column, filled in
+#: from the stored bodies, and the indexes a tenant's listing walks (newest id first)
+MIGRATE = """
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'responses' AND column_name = 'model') THEN
+        ALTER TABLE responses ADD COLUMN model TEXT;
+        UPDATE responses SET model = convert_from(body, 'UTF8')::jsonb ->> 'model';
+    END IF;
+END $$;
+CREATE INDEX IF NOT EXISTS responses_tenant ON responses (tenant, id);
+CREATE INDEX IF NOT EXISTS responses_tenant_status ON responses (tenant, status, id);
+CREATE INDEX IF NOT EXISTS responses_tenant_model ON responses (tenant, model, id);
 """
 
 _COLUMNS = (
@@ -238,12 +255,15 @@ class PostgresStore(Store):
                     await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_ident(self._schema)}")
                 await conn.execute(SCHEMA)
                 version = await conn.fetchval("SELECT max(version) FROM bgmode_schema")
-                if version is None:
-                    await conn.execute("INSERT INTO bgmode_schema (version) VALUES ($1)", SCHEMA_VERSION)
-                elif version > SCHEMA_VERSION:
+                if version is not None and version > SCHEMA_VERSION:
                     raise RuntimeError(
                         f"the database has bgmode schema version {version}; this bgmode knows {SCHEMA_VERSION}: upgrade it"
                     )
+                await conn.execute(MIGRATE)
+                if version is None:
+                    await conn.execute("INSERT INTO bgmode_schema (version) VALUES ($1)", SCHEMA_VERSION)
+                elif version < SCHEMA_VERSION:
+                    await conn.execute("UPDATE bgmode_schema SET version = $1", SCHEMA_VERSION)
         finally:
             await conn.close()
         self._closing.clear()
@@ -371,12 +391,15 @@ class PostgresStore(Store):
         items = orjson.dumps(record.input_items)
         req = orjson.dumps(record.request)
         last_seq = events[-1].seq if events else -1
+        model = record.body.get("model") if record.body else None
+        if not isinstance(model, str):
+            model = None
 
         async def run(c: _Conn) -> ResponseRecord | None:
             inserted = await c.fetchval(
                 "INSERT INTO responses (id, tenant, status, background, body, input_items, request, created_at,"
-                " updated_at, last_seq, lease_owner, lease_expires, attempts, idempotency_key)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+                " updated_at, last_seq, lease_owner, lease_expires, attempts, idempotency_key, model)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
                 " ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
                 " RETURNING id",
                 record.id,
@@ -393,6 +416,7 @@ class PostgresStore(Store):
                 record.lease_expires,
                 record.attempts,
                 idempotency_key,
+                model,
             )
             if inserted is None:  # the key was used: the stored response wins
                 row = await c.fetchrow(
@@ -685,6 +709,37 @@ class PostgresStore(Store):
                 "SELECT count(*) FROM responses WHERE status = 'queued' AND tenant = $1", tenant
             )
         return int(n)
+
+    async def list_responses(
+        self,
+        tenant: str,
+        *,
+        status: str | None = None,
+        model: str | None = None,
+        after: str | None = None,
+        order: str = "desc",
+        limit: int = 20,
+    ) -> list[ResponseRecord]:
+        sql, args = listing_query(tenant, status, model, after, order, limit, _SLIM_COLUMNS, "$")
+        return [_record(r) for r in await self.pool.fetch(sql, *args)]
+
+    async def status_counts(self, tenant: str | None = None) -> dict[str, int]:
+        if tenant is None:
+            rows = await self.pool.fetch("SELECT status, count(*) FROM responses GROUP BY status")
+        else:
+            rows = await self.pool.fetch(
+                "SELECT status, count(*) FROM responses WHERE tenant = $1 GROUP BY status", tenant
+            )
+        counts = dict.fromkeys((s.value for s in Status), 0)
+        counts.update({r[0]: int(r[1]) for r in rows})
+        return counts
+
+    async def lease_owners(self) -> list[tuple[str, int, float]]:
+        rows = await self.pool.fetch(
+            "SELECT lease_owner, count(*), max(lease_expires) FROM responses"
+            " WHERE lease_owner IS NOT NULL AND status = 'in_progress' GROUP BY lease_owner ORDER BY lease_owner"
+        )
+        return [(r[0], int(r[1]), float(r[2] or 0.0)) for r in rows]
 
     async def sweep(self, responses_before: float, events_before: float, limit: int) -> tuple[int, int]:
         terminal = sorted(TERMINAL_VALUES)

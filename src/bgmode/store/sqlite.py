@@ -32,12 +32,13 @@ from bgmode.store.base import (
     Store,
     Write,
     WriteResult,
+    listing_query,
     unique_ids,
 )
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
     id TEXT PRIMARY KEY,
@@ -55,7 +56,8 @@ CREATE TABLE IF NOT EXISTS responses (
     lease_expires REAL,
     attempts INTEGER NOT NULL DEFAULT 0,
     events_purged INTEGER NOT NULL DEFAULT 0,
-    idempotency_key TEXT
+    idempotency_key TEXT,
+    model TEXT
 );
 CREATE INDEX IF NOT EXISTS responses_queued ON responses (created_at) WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS responses_leased ON responses (lease_owner) WHERE lease_owner IS NOT NULL;
@@ -90,6 +92,31 @@ CREATE TABLE IF NOT EXISTS conversation_items (
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS conversation_items_id ON conversation_items (conversation_id, item_id);
 """
+#: after the migration (they need columns older databases lack): a tenant's listing, filtered
+#: or not, is a walk down one of these from its newest id
+INDEXES = """
+CREATE INDEX IF NOT EXISTS responses_tenant ON responses (tenant, id);
+CREATE INDEX IF NOT EXISTS responses_tenant_status ON responses (tenant, status, id);
+CREATE INDEX IF NOT EXISTS responses_tenant_model ON responses (tenant, model, id);
+"""
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a database made by an older bgmode up to this schema (idempotent)."""
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(responses)").fetchall()}
+    if "model" not in cols:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cols = {r[1] for r in conn.execute("PRAGMA table_info(responses)").fetchall()}
+            if "model" not in cols:  # another process may have migrated meanwhile
+                conn.execute("ALTER TABLE responses ADD COLUMN model TEXT")
+                conn.execute("UPDATE responses SET model = json_extract(CAST(body AS TEXT), '$.model')")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    conn.executescript(INDEXES)
+
 
 _COLUMNS = (
     "id, tenant, status, background, body, input_items, request, created_at, last_seq, "
@@ -122,6 +149,11 @@ def _record(row: tuple[Any, ...]) -> ResponseRecord:
         events_purged=bool(row[13]),
         body_json=None if full else bytes(row[4]),
     )
+
+
+def _model(record: ResponseRecord) -> str | None:
+    model = record.body.get("model") if record.body else None
+    return model if isinstance(model, str) else None
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -161,6 +193,7 @@ class SQLiteStore(Store):
             os.makedirs(parent, exist_ok=True)
         conn = _connect(self.path)
         conn.executescript(SCHEMA)
+        _migrate(conn)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="bgmode-sqlite-write", daemon=True)
         self._writer.start()
@@ -240,6 +273,7 @@ class SQLiteStore(Store):
             record.lease_expires,
             record.attempts,
             idempotency_key,
+            _model(record),
         )
         insert = _Insert(row, [(record.id, e.seq, e.type, e.data) for e in events])
         if idempotency_key is None:
@@ -498,6 +532,39 @@ class SQLiteStore(Store):
         row = await self._read(lambda c: c.execute(sql, args).fetchone())
         return int(row[0])
 
+    async def list_responses(
+        self,
+        tenant: str,
+        *,
+        status: str | None = None,
+        model: str | None = None,
+        after: str | None = None,
+        order: str = "desc",
+        limit: int = 20,
+    ) -> list[ResponseRecord]:
+        sql, args = listing_query(tenant, status, model, after, order, limit, _SLIM_COLUMNS, "?")
+        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
+        return [_record(r) for r in rows]
+
+    async def status_counts(self, tenant: str | None = None) -> dict[str, int]:
+        sql = "SELECT status, count(*) FROM responses"
+        args: tuple[str, ...] = ()
+        if tenant is not None:
+            sql, args = sql + " WHERE tenant = ?", (tenant,)
+        rows = await self._read(lambda c: c.execute(sql + " GROUP BY status", args).fetchall())
+        counts = dict.fromkeys((s.value for s in Status), 0)
+        counts.update({r[0]: int(r[1]) for r in rows})
+        return counts
+
+    async def lease_owners(self) -> list[tuple[str, int, float]]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT lease_owner, count(*), max(lease_expires) FROM responses"
+                " WHERE lease_owner IS NOT NULL AND status = 'in_progress' GROUP BY lease_owner ORDER BY lease_owner"
+            ).fetchall()
+        )
+        return [(r[0], int(r[1]), float(r[2] or 0.0)) for r in rows]
+
     async def sweep(self, responses_before: float, events_before: float, limit: int) -> tuple[int, int]:
         terminal = tuple(TERMINAL_VALUES)
         marks = ",".join("?" * len(terminal))
@@ -702,8 +769,8 @@ def _conv_append(
 
 _INSERT_RESPONSE = (
     "INSERT INTO responses (id, tenant, status, background, body, input_items, request, created_at,"
-    " updated_at, last_seq, lease_owner, lease_expires, attempts, idempotency_key)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " updated_at, last_seq, lease_owner, lease_expires, attempts, idempotency_key, model)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_EVENT = "INSERT INTO events (response_id, seq, type, data) VALUES (?, ?, ?, ?)"
 
