@@ -190,8 +190,8 @@ async def test_listing_is_an_index_walk(store_url: str, store: Store) -> None:
     rows = []
     for i in range(n):
         rid = new_id("resp")
-        status = ("queued", "completed", "failed")[i % 3]
-        rows.append((rid, f"t{i % 50}", status, True, b"{}", b"[]", b"{}", float(i), float(i), f"m{i % 7}"))
+        st = ("queued", "completed", "failed")[i % 3]
+        rows.append((rid, f"t{i % 50}", st, True, b"{}", b"[]", b"{}", float(i), float(i), f"m{i % 7}"))
     cols = "id, tenant, status, background, body, input_items, request, created_at, updated_at, model"
     queries: list[tuple[str, str | None, str | None, str | None]] = [
         ("t3", None, None, None),
