@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import itertools
 import logging
+import os
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -24,11 +27,12 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
-from bgmode import dashboard, webhooks
+from bgmode import dashboard, metrics, webhooks
 from bgmode.config import Settings
 from bgmode.conversations import Conversations
 from bgmode.errors import APIError, BodyTooLarge, InvalidRequest, ServiceUnavailable, Unauthorized
 from bgmode.hub import Hub
+from bgmode.logs import ACCESS
 from bgmode.models import ModelList
 from bgmode.openapi import MAX_SEQUENCE, OPENAPI
 from bgmode.routing import Router
@@ -88,6 +92,8 @@ class Server:
         self._keys = [(k.encode(), t) for k, t in settings.api_keys.items()]
         self._sweeper: asyncio.Task[None] | None = None
         self.webhooks = webhooks.Dispatcher(self.store, settings.webhooks)
+        self.scraper = metrics.Scraper(self.store)
+        metrics.WORKER_SLOTS.set(settings.workers)
 
     def begin_shutdown(self) -> None:
         """The first signal: stop claiming work and end live streams (their clients resume later)."""
@@ -133,7 +139,9 @@ class Server:
     # -- request helpers --------------------------------------------------------------------
 
     def tenant(self, request: Request) -> str:
-        return self.tenant_of(request.headers.get("authorization", ""))
+        tenant = self.tenant_of(request.headers.get("authorization", ""))
+        request.scope["bgmode.tenant"] = tenant
+        return tenant
 
     def tenant_of(self, auth: str) -> str:
         """The tenant an `Authorization` header value belongs to (401 without a valid key)."""
@@ -186,11 +194,11 @@ class Server:
 
     # -- endpoints ---------------------------------------------------------------------------
 
-    async def create(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """`POST /v1/responses`, as a bare ASGI handler (see `App`)."""
+    async def create(self, scope: Scope, receive: Receive, send: Send, request_id: bytes) -> int:
+        """`POST /v1/responses`, as a bare ASGI handler (see `App`); returns the status sent."""
         headers = dict(scope["headers"])
         try:
-            tenant = self.tenant_of(headers.get(b"authorization", b"").decode("latin-1"))
+            tenant = scope["bgmode.tenant"] = self.tenant_of(headers.get(b"authorization", b"").decode("latin-1"))
             if self.service.shutting_down.is_set():
                 raise ServiceUnavailable("The server is shutting down; retry.", headers={"Retry-After": "1"})
             declared = headers.get(b"content-length")
@@ -200,34 +208,36 @@ class Server:
             idem = headers.get(b"idempotency-key")
             created = await self.service.create(body, tenant, idem.decode("latin-1") if idem else None)
         except APIError as exc:
-            await _send_json(send, exc.status_code, exc.to_json(), exc.headers)
-            return
+            await _send_json(send, exc.status_code, exc.to_json(), exc.headers, request_id)
+            return exc.status_code
         if created.stream is not None:
-            await EventStream(created.stream)(scope, receive, send)
-            return
+            stream = EventStream(created.stream)
+            stream.raw_headers.append((b"x-request-id", request_id))
+            scope["bgmode.headers_at"] = time.perf_counter()
+            await stream(scope, receive, send)
+            return 200
         rec = created.record
-        await _send_json(send, 200, rec.body_json or orjson.dumps(rec.body))
+        await _send_json(send, 200, rec.body_json or orjson.dumps(rec.body), None, request_id)
+        return 200
 
-    async def poll(self, response_id: str, scope: Scope, send: Send) -> None:
-        """`GET /v1/responses/{id}` without a query, as a bare ASGI handler (see `App`)."""
+    async def poll(self, response_id: str, scope: Scope, send: Send, auth: bytes, request_id: bytes) -> int:
+        """`GET /v1/responses/{id}` without a query, as a bare ASGI handler (see `App`); returns
+        the status sent."""
         try:
-            auth = b""
-            for k, v in scope["headers"]:
-                if k == b"authorization":
-                    auth = v
-            tenant = self.tenant_of(auth.decode("latin-1"))
+            tenant = scope["bgmode.tenant"] = self.tenant_of(auth.decode("latin-1"))
             body = await self.service.get_json(response_id, tenant)
         except APIError as exc:
-            await _send_json(send, exc.status_code, exc.to_json(), exc.headers)
-            return
+            await _send_json(send, exc.status_code, exc.to_json(), exc.headers, request_id)
+            return exc.status_code
         except Exception as exc:
             err = store_failure(exc)
             if err is None:
                 log.exception("unhandled error on GET /v1/responses/{id}")
                 err = APIError("The server had an error while processing your request.")
-            await _send_json(send, err.status_code, err.to_json(), err.headers)
-            return
-        await _send_json(send, 200, body)
+            await _send_json(send, err.status_code, err.to_json(), err.headers, request_id)
+            return err.status_code
+        await _send_json(send, 200, body, None, request_id)
+        return 200
 
     async def retrieve(self, request: Request) -> Response:
         tenant = self.tenant(request)
@@ -353,6 +363,20 @@ class Server:
     async def openapi(self, request: Request) -> Response:
         return JSON(OPENAPI)
 
+    async def metrics(self, request: Request) -> Response:
+        """Prometheus text format. With API keys configured it needs one (any tenant's),
+        unless `--metrics-public`."""
+        if self._keys and not self.settings.metrics_public:
+            self.tenant(request)
+        return Response(await self.scraper.render(), media_type=metrics.CONTENT_TYPE)
+
+
+#: a client's `X-Request-Id` is kept if it is 1-128 printable ASCII characters, else replaced
+_SANE_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}").fullmatch
+_POLL_ROUTE = "/v1/responses/{response_id}"
+_CREATE_ROUTE = "/v1/responses"
+_INFO = logging.INFO
+
 
 class App:
     """The ASGI app: the hot `POST /v1/responses` goes straight to its handler; everything
@@ -361,33 +385,117 @@ class App:
     Starlette's layers (error middleware, exception middleware, router, Request and Response
     objects, two send wrappers) cost a create about as much as all of bgmode's own work
     measured here (`bench/creates.py`); the handler gives the same responses and errors.
+
+    Every HTTP request also gets here: its `X-Request-Id` (the client's if sane, else a new
+    one) is echoed on the response, and it is counted once (`metrics.observe_request`) and
+    logged once (`bgmode.access`) by route template, after it is answered.
     """
 
     def __init__(self, server: Server, starlette: Starlette) -> None:
         self.server = server
         self.starlette = starlette
         self.state = starlette.state
+        self.access_log = server.settings.access_log
+        #: route templates by endpoint, for requests Starlette routed (see `_route_of`)
+        self._templates: dict[Any, str] = {}
+        for route in starlette.routes:
+            path = getattr(route, "path", None)
+            endpoint = getattr(route, "endpoint", None) or getattr(route, "app", None)
+            if path is not None and endpoint is not None:
+                self._templates.setdefault(endpoint, path if isinstance(route, Route) else path + "/{path}")
+        self._ids = itertools.count(1)
+        self._id_prefix = "req_" + os.urandom(6).hex() + "_"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
-            path: str = scope["path"]
+        if scope["type"] != "http":
+            await self.starlette(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        request_id: bytes | None = None
+        auth = b""
+        for k, v in scope["headers"]:
+            if k == b"x-request-id":
+                request_id = v if _SANE_REQUEST_ID(v) else None
+            elif k == b"authorization":
+                auth = v
+        if request_id is None:
+            request_id = f"{self._id_prefix}{next(self._ids)}".encode()
+        method: str = scope["method"]
+        path: str = scope["path"]
+        if method == "GET" and not scope["query_string"]:
             if path.startswith("/v1/responses/") and path.find("/", 14) < 0 and len(path) > 14:
-                await self.server.poll(path[14:], scope, send)  # a plain poll: the other hot path
+                # a plain poll: the other hot path
+                status = await self.server.poll(path[14:], scope, send, auth, request_id)
+                self._done(scope, _POLL_ROUTE, method, status, t0, request_id)
                 return
-        if scope["type"] == "http" and scope["path"] == "/v1/responses" and scope["method"] == "POST":
+        if path == "/v1/responses" and method == "POST":
+            status = 500
             try:
-                await self.server.create(scope, receive, send)
+                status = await self.server.create(scope, receive, send, request_id)
             except ClientDisconnect:
-                pass  # gone before its body arrived: nothing was created
+                status = 499  # gone before its body arrived: nothing was created
             except Exception as exc:
                 err = store_failure(exc)
                 if err is None:
                     log.exception("unhandled error on POST /v1/responses")
                     err = APIError("The server had an error while processing your request.")
+                status = err.status_code
                 with contextlib.suppress(Exception):  # the response may have started
-                    await _send_json(send, err.status_code, err.to_json(), err.headers)
+                    await _send_json(send, err.status_code, err.to_json(), err.headers, request_id)
+            finally:
+                self._done(scope, _CREATE_ROUTE, method, status, t0, request_id)
             return
-        await self.starlette(scope, receive, send)
+        await self._starlette(scope, receive, send, t0, request_id)
+
+    async def _starlette(self, scope: Scope, receive: Receive, send: Send, t0: float, request_id: bytes) -> None:
+        status = 500
+        started: float | None = None
+
+        async def send_with_id(message: Any) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                started = time.perf_counter()
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+            await send(message)
+
+        try:
+            await self.starlette(scope, receive, send_with_id)
+        finally:
+            if started is not None:
+                scope["bgmode.headers_at"] = started
+            self._done(scope, self._route_of(scope), scope["method"], status, t0, request_id)
+
+    def _route_of(self, scope: Scope) -> str:
+        """The template of the route Starlette matched (its router leaves the endpoint in the scope)."""
+        endpoint = scope.get("endpoint")
+        if endpoint is None:
+            return "unmatched"
+        return self._templates.get(endpoint, "other")
+
+    def _done(self, scope: Scope, route: str, method: str, status: int, t0: float, request_id: bytes) -> None:
+        """Count and log one answered request."""
+        end = time.perf_counter()
+        metrics.observe_request(route, method, status, scope.get("bgmode.headers_at", end) - t0)
+        if self.access_log and ACCESS.isEnabledFor(_INFO):
+            ms = round((end - t0) * 1000, 2)
+            ACCESS.info(
+                "%s %s %d %.1fms",
+                method,
+                route,
+                status,
+                ms,
+                extra={
+                    "fields": {
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": ms,
+                        "tenant": scope.get("bgmode.tenant"),
+                        "request_id": request_id.decode("ascii"),
+                    }
+                },
+            )
 
 
 async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
@@ -402,8 +510,12 @@ async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
             return
 
 
-async def _send_json(send: Send, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+async def _send_json(
+    send: Send, status: int, body: bytes, headers: dict[str, str] | None = None, request_id: bytes | None = None
+) -> None:
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if request_id is not None:
+        raw.append((b"x-request-id", request_id))
     if headers:
         raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
     await send({"type": "http.response.start", "status": status, "headers": raw})
@@ -540,6 +652,7 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
         Route("/healthz", server.healthz, methods=["GET"]),
         Route("/readyz", server.readyz, methods=["GET"]),
         Route("/openapi.json", server.openapi, methods=["GET"]),
+        Route("/metrics", server.metrics, methods=["GET"]),
         *dashboard.routes(server),
         *webhooks.routes(server),
     ]

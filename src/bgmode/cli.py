@@ -115,9 +115,32 @@ def _is_loopback(host: str) -> bool:
     help="Key sealing reasoning.encrypted_content (prefer the env var; default: a random key kept in the store).",
 )
 @click.option("--log-level", default="info", show_default=True, envvar="BGMODE_LOG_LEVEL")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    envvar="BGMODE_LOG_FORMAT",
+    help="Log lines on stdout: json (one object per line: ts, level, logger, msg and structured fields) "
+    "or text. Default: text when stdout is a terminal, else json.",
+)
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    envvar="BGMODE_ACCESS_LOG",
+    help="One log line per request (method, route, status, duration_ms, tenant, request_id), at info level.",
+)
+@click.option(
+    "--metrics-public",
+    is_flag=True,
+    envvar="BGMODE_METRICS_PUBLIC",
+    help="Serve GET /metrics (Prometheus) without an API key. Without this, /metrics needs a valid API key "
+    "whenever --api-keys is set (and is open, like every route, when it is not).",
+)
 def serve(**opts: Any) -> None:
     """Serve /v1/responses with durable background mode."""
     from bgmode.config import Settings, default_store_url, parse_api_keys
+    from bgmode.logs import configure, default_format
     from bgmode.routing import Router
     from bgmode.server import run
     from bgmode.webhooks import load_endpoints
@@ -159,15 +182,34 @@ def serve(**opts: Any) -> None:
         sweep_seconds=opts["sweep_seconds"],
         reasoning_key=opts["reasoning_key"],
         webhooks=endpoints,
+        metrics_public=opts["metrics_public"],
+        access_log=opts["access_log"],
     )
-    logging.basicConfig(level=opts["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_format = opts["log_format"] or default_format()
+    configure(log_format, opts["log_level"])
     host = settings.host if ":" not in settings.host else f"[{settings.host}]"
     url = f"http://{host}:{settings.port}"
-    click.echo(f"bgmode serving on {url}/v1  (store: {_redact(settings.store_url)}, workers: {settings.workers})")
-    click.echo(f"models: {router.describe()}")
-    if all(getattr(r, "kind", "") == "sim" for r in router.routes.values()):
-        click.echo("no upstream configured: every model name is served by the built-in simulated model")
-    click.echo("try:\n" + EXAMPLE.format(url=url, model=_example_model(router)))
+    simulated = all(getattr(r, "kind", "") == "sim" for r in router.routes.values())
+    if log_format == "json":  # every line on stdout is a JSON object: the banner too
+        logging.getLogger("bgmode").info(
+            "bgmode serving on %s/v1",
+            url,
+            extra={
+                "fields": {
+                    "url": f"{url}/v1",
+                    "store": _redact(settings.store_url),
+                    "workers": settings.workers,
+                    "models": router.describe(),
+                    "simulated": simulated,
+                }
+            },
+        )
+    else:
+        click.echo(f"bgmode serving on {url}/v1  (store: {_redact(settings.store_url)}, workers: {settings.workers})")
+        click.echo(f"models: {router.describe()}")
+        if simulated:
+            click.echo("no upstream configured: every model name is served by the built-in simulated model")
+        click.echo("try:\n" + EXAMPLE.format(url=url, model=_example_model(router)))
     sys.stdout.flush()
     run(settings, router, opts["log_level"])
 

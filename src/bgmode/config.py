@@ -41,7 +41,7 @@ class Settings:
     grace_seconds: float = 30.0
     max_body_bytes: int = 8 * 1024 * 1024
     #: API key → tenant; empty: no authentication (one tenant)
-    api_keys: dict[str, str] = field(default_factory=dict)
+    api_keys: dict[str, str] = field(default_factory=dict, repr=False)
     max_queued: int = 0
     max_queued_per_key: int = 0
     #: retention of finished responses and of their event logs, in seconds
@@ -52,5 +52,9 @@ class Settings:
     sweep_seconds: float = 60.0
     #: seals reasoning `encrypted_content` (None: a random key kept in the store)
     reasoning_key: str | None = field(default=None, repr=False)
+    #: `GET /metrics` without an API key even when keys are configured
+    metrics_public: bool = False
+    #: one `bgmode.access` log line per request
+    access_log: bool = True
     #: webhook endpoints (`[[webhook]]` tables of the config file and `BGMODE_WEBHOOK_*`)
     webhooks: list[Endpoint] = field(default_factory=list)

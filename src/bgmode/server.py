@@ -65,7 +65,10 @@ def run(settings: Settings, router: Router, log_level: str = "info") -> None:
         host=settings.host,
         port=settings.port,
         log_level=log_level,
+        # bgmode logs each request itself (`bgmode.access`, structured); uvicorn's own lines
+        # go to the root logger's handler (`logs.configure`), in the same format
         access_log=False,
+        log_config=None,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         http=_http_protocol(),
         timeout_graceful_shutdown=int(settings.grace_seconds) + 15,

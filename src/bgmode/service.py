@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from bgmode import metrics
 from bgmode.backends.base import BackendError, Finish, estimate_input_tokens
 from bgmode.context import following, model_request, run_request
 from bgmode.conversations import ConversationNotFound
@@ -23,6 +24,7 @@ from bgmode.events import TERMINAL_EVENT_TYPES, ResponseBuilder
 from bgmode.hub import Hub
 from bgmode.ids import new_id
 from bgmode.items import count_media
+from bgmode.logs import state_change
 from bgmode.protocol import CreateRequest, parse_create, response_object
 from bgmode.records import TERMINAL_VALUES, ResponseRecord, Status, StoredEvent
 from bgmode.routing import Route, Router
@@ -133,6 +135,9 @@ class Service:
             raise
         if req.conversation is not None and stored is not record:  # an idempotent repeat
             await self.store.conversation_end(req.conversation, response_id, [])
+        if stored is record:
+            metrics.response_created(req.model, True)
+            state_change(record.id, Status.QUEUED.value, req.model, tenant=tenant, attempt=0)
         if self.worker is not None and reserved:
             self.worker.run_reserved(stored if stored is record else None)
         else:
@@ -258,6 +263,7 @@ class Service:
         self, req: CreateRequest, response_id: str, created_at: int, tenant: str, request: dict[str, Any]
     ) -> Created:
         body = response_object(req, response_id, created_at, Status.IN_PROGRESS.value)
+        metrics.response_created(req.model, False)
         record = ResponseRecord(
             id=response_id,
             tenant=tenant,
@@ -283,6 +289,7 @@ class Service:
 
     async def _sync_stream(self, record: ResponseRecord, store: bool) -> AsyncIterator[bytes]:
         stored = False
+        metrics.SSE_STREAMS.inc()
         try:
             async for events in self._run_inline(record):
                 for e in events:
@@ -291,6 +298,7 @@ class Service:
                 await self.store.create(record, [])
                 stored = True
         finally:
+            metrics.SSE_STREAMS.dec()
             await asyncio.shield(self._end_turn(record, stored))
 
     async def _run_inline(self, record: ResponseRecord) -> AsyncIterator[list[StoredEvent]]:
@@ -303,6 +311,7 @@ class Service:
         assert route is not None
         status, error, reason = Status.COMPLETED, None, None
         stream = route.backend.stream(request)
+        first = True
         try:
             async for ev in stream:
                 if isinstance(ev, Finish):
@@ -310,6 +319,9 @@ class Service:
                     break
                 out = builder.feed(ev)
                 if out:
+                    if first:
+                        first = False
+                        metrics.first_token(request.model, record.created_at, time.time())
                     yield out
         except BackendError as exc:
             status, error = Status.FAILED, {"code": exc.code, "message": exc.message}
@@ -319,15 +331,19 @@ class Service:
                 await aclose()
         yield builder.terminal(status, error=error, incomplete_reason=reason)
         record.status = status.value
-        if status in (Status.FAILED, Status.INCOMPLETE):
-            log.warning(
-                "response %s %s (foreground): model=%s route=%s %s",
-                record.id,
-                status.value,
-                request.model,
-                route.kind,
-                f"error={error['code']}: {error['message']}" if error else f"reason={reason}",
-            )
+        now = time.time()
+        metrics.response_finished(request.model, status.value, record.created_at, now, builder.body.get("usage"))
+        state_change(
+            record.id,
+            status.value,
+            request.model,
+            tenant=record.tenant,
+            route=route.kind,
+            error=error,
+            reason=reason,
+            duration_ms=(now - record.created_at) * 1000,
+            foreground=True,
+        )
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -383,52 +399,56 @@ class Service:
         """
         keepalive = self.limits.keepalive_seconds
         last = after
-        with self.hub.subscribe(response_id) as live:
-            idle_since = time.monotonic()
-            while not self.shutting_down.is_set():
-                if first is not None:
-                    page, first = first, None
-                else:
-                    page = await self.store.events_after(response_id, last, 1000)
-                if page:
-                    if page[0].seq > last + 1:  # committed logs never have gaps: do not spin on one
-                        log.error("the event log of %s has a gap after %d; ending the stream", response_id, last)
-                        return
-                    chunk, last, done = _frames(page, last)
-                    yield chunk
-                    if done:
-                        return
-                if len(page) == 1000:
-                    continue
-                if page:
-                    idle_since = time.monotonic()
-                # the fast path: committed batches handed over by this process's worker
-                while (self.hub.running_here(response_id) or not live.empty()) and not self.shutting_down.is_set():
-                    wait = min(1.0, max(0.0, keepalive - (time.monotonic() - idle_since)))
-                    batch = await live.wait(wait)  # everything delivered so far: one send
-                    if not batch:
-                        if time.monotonic() - idle_since >= keepalive:
-                            yield KEEPALIVE
-                            idle_since = time.monotonic()
-                        continue
-                    before = last
-                    chunk, last, done = _frames(batch, last)
-                    if chunk:
+        metrics.SSE_STREAMS.inc()
+        try:
+            with self.hub.subscribe(response_id) as live:
+                idle_since = time.monotonic()
+                while not self.shutting_down.is_set():
+                    if first is not None:
+                        page, first = first, None
+                    else:
+                        page = await self.store.events_after(response_id, last, 1000)
+                    if page:
+                        if page[0].seq > last + 1:  # committed logs never have gaps: do not spin on one
+                            log.error("the event log of %s has a gap after %d; ending the stream", response_id, last)
+                            return
+                        chunk, last, done = _frames(page, last)
                         yield chunk
-                    if done:
-                        return
-                    if last < batch[-1].seq:
-                        break  # a gap (we subscribed late): the store has every committed event
-                    if last > before:
+                        if done:
+                            return
+                    if len(page) == 1000:
+                        continue
+                    if page:
                         idle_since = time.monotonic()
-                else:
-                    await self.store.wait_for_events(response_id, last, 0.25)
-                if time.monotonic() - idle_since >= keepalive:
-                    yield KEEPALIVE
-                    idle_since = time.monotonic()
-                    rec = await self.store.get(response_id)
-                    if rec is None or (rec.status in TERMINAL_VALUES and rec.last_seq <= last):
-                        return
+                    # the fast path: committed batches handed over by this process's worker
+                    while (self.hub.running_here(response_id) or not live.empty()) and not self.shutting_down.is_set():
+                        wait = min(1.0, max(0.0, keepalive - (time.monotonic() - idle_since)))
+                        batch = await live.wait(wait)  # everything delivered so far: one send
+                        if not batch:
+                            if time.monotonic() - idle_since >= keepalive:
+                                yield KEEPALIVE
+                                idle_since = time.monotonic()
+                            continue
+                        before = last
+                        chunk, last, done = _frames(batch, last)
+                        if chunk:
+                            yield chunk
+                        if done:
+                            return
+                        if last < batch[-1].seq:
+                            break  # a gap (we subscribed late): the store has every committed event
+                        if last > before:
+                            idle_since = time.monotonic()
+                    else:
+                        await self.store.wait_for_events(response_id, last, 0.25)
+                    if time.monotonic() - idle_since >= keepalive:
+                        yield KEEPALIVE
+                        idle_since = time.monotonic()
+                        rec = await self.store.get(response_id)
+                        if rec is None or (rec.status in TERMINAL_VALUES and rec.last_seq <= last):
+                            return
+        finally:
+            metrics.SSE_STREAMS.dec()
 
     async def input_items(
         self, response_id: str, tenant: str, limit: int, order: str, after: str | None
@@ -468,6 +488,17 @@ class Service:
                     self.hub.publish(rec.id, events)
                     rec.status = Status.CANCELLED.value
                     rec.body = builder.body
+                    model = rec.body.get("model")
+                    now = time.time()
+                    metrics.response_finished(model, rec.status, rec.created_at, now, None)
+                    state_change(
+                        rec.id,
+                        rec.status,
+                        model,
+                        tenant=tenant,
+                        attempt=rec.attempts,
+                        duration_ms=(now - rec.created_at) * 1000,
+                    )
                     return rec
                 continue  # a worker claimed it meanwhile: cancel it as in_progress
             # in_progress

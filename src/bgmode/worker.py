@@ -28,12 +28,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bgmode import metrics
 from bgmode.backends.base import BackendError, Finish, ModelRequest, estimate_input_tokens
 from bgmode.context import model_request
 from bgmode.errors import APIError
 from bgmode.events import ResponseBuilder, Sealer, replay
 from bgmode.hub import Hub
 from bgmode.ids import new_id
+from bgmode.logs import state_change
 from bgmode.records import ResponseRecord, Status, StoredEvent
 from bgmode.routing import Router
 from bgmode.sealing import Sealer as ReasoningSealer
@@ -65,6 +67,12 @@ class Job:
     #: with the output, by the finishing write)
     conversation: str | None = None
     turn_input: list[dict[str, Any]] = field(default_factory=list)
+    #: for metrics and logs: the model asked for, when the response was created (epoch
+    #: seconds), its tenant, and whether its first output was seen yet
+    model: str = ""
+    created_at: float = 0.0
+    tenant: str = ""
+    first_output: bool = False
 
     def take(self) -> list[StoredEvent]:
         buf, self.buf = self.buf, []
@@ -237,9 +245,11 @@ class Worker:
                 merged.append(m)
             results: dict[int, WriteResult] = {}
             if merged:
+                t0 = time.perf_counter()
                 try:
                     out = await self.store.write(self.worker_id, [m.write for m in merged])
                 except Exception as exc:
+                    metrics.STORE_WRITE_ERRORS.inc()
                     # Nothing was written (one transaction). A store error is not a lost lease:
                     # put everything back in order and retry, so no response is left running
                     # with nobody writing it (a full disk, a database restart).
@@ -255,15 +265,20 @@ class Worker:
                     self._pending_ready.set()
                     continue
                 backoff = 0.0
+                metrics.STORE_WRITE_SECONDS.observe(time.perf_counter() - t0)
+                persisted = 0
                 for m, res in zip(merged, out, strict=True):
                     results[id(m)] = res
                     if res is WriteResult.OK:
                         if m.write.events:
+                            persisted += len(m.write.events)
                             self.hub.publish(m.write.response_id, m.write.events)
                     elif res is WriteResult.FENCED and m.job is not None and not m.job.fenced:
                         m.job.fenced = True
                         if m.job.task is not None:
                             m.job.task.cancel()
+                if persisted:
+                    metrics.EVENTS_PERSISTED.inc(persisted)
             for p, m in waiters:
                 if p.done is not None and not p.done.done():
                     p.done.set_result(results.get(id(m), WriteResult.OK))
@@ -318,8 +333,10 @@ class Worker:
     def _spawn(self, rec: ResponseRecord) -> None:
         # registered before the task first runs: a reader or a cancel arriving in between
         # already finds the response running here
-        job = Job(rec.id, attempts=rec.attempts)
+        model = str(rec.request.get("model") or rec.body.get("model"))
+        job = Job(rec.id, attempts=rec.attempts, model=model, created_at=rec.created_at, tenant=rec.tenant)
         self.jobs[rec.id] = job
+        metrics.WORKER_RUNNING.set(len(self.jobs))
         self.hub.register_job(rec.id, lambda: self._cancel_local(job))
         t = asyncio.create_task(self._run(job, rec), name=f"bgmode-run-{rec.id}")
         self._runners.add(t)
@@ -338,6 +355,7 @@ class Worker:
             await self._execute(job, rec)
         finally:
             self.jobs.pop(rec.id, None)
+            metrics.WORKER_RUNNING.set(len(self.jobs))
             self.hub.unregister_job(rec.id)
 
     def _cancel_local(self, job: Job) -> None:
@@ -362,6 +380,10 @@ class Worker:
             error = {"code": "invalid_prompt", "message": exc.message}
         if rec.last_seq < 2:  # created, queued: in_progress not yet announced
             self.submit(job, Write(rec.id, [builder.lifecycle("response.in_progress")], builder.body))
+        metrics.response_started(job.model, rec.created_at, time.time())
+        state_change(
+            rec.id, Status.IN_PROGRESS.value, job.model, tenant=rec.tenant, attempt=rec.attempts, worker=self.worker_id
+        )
         if rec.cancel_requested:
             job.cancelled = True
 
@@ -413,6 +435,9 @@ class Worker:
                     return ev
                 events = builder.feed(ev)
                 if events:
+                    if not job.first_output:
+                        job.first_output = True
+                        metrics.first_token(job.model, job.created_at, time.time())
                     job.buf.extend(events)
                     now = time.monotonic()
                     if now - job.last_snapshot >= SNAPSHOT_INTERVAL:
@@ -444,22 +469,12 @@ class Worker:
             job,
             Write(job.response_id, events, builder.body, status.value, conversation=turn_items(job, builder, status)),
         )
-        if res is WriteResult.OK and status in (Status.FAILED, Status.INCOMPLETE):
-            model = str(builder.body.get("model"))
-            route = self.router.resolve(model)
-            log.warning(
-                "response %s %s: model=%s route=%s attempts=%d %s",
-                job.response_id,
-                status.value,
-                model,
-                route.kind if route is not None else "none",
-                job.attempts,
-                f"error={error.get('code')}: {error.get('message')}" if error else f"reason={reason}",
-            )
+        if res is WriteResult.OK:
+            self._finished(job, status.value, builder.body.get("usage"), error, reason)
         if res is WriteResult.CANCEL_REQUESTED and alt is not None:
             # the cancel committed first: finish cancelled instead (the refused write wrote nothing)
             events = unflushed + alt.terminal(Status.CANCELLED)
-            await self.submit_and_wait(
+            res = await self.submit_and_wait(
                 job,
                 Write(
                     job.response_id,
@@ -470,12 +485,41 @@ class Worker:
                     conversation=turn_items(job, alt, Status.CANCELLED),
                 ),
             )
+            if res is WriteResult.OK:
+                self._finished(job, Status.CANCELLED.value, alt.body.get("usage"), None, None)
+
+    def _finished(self, job: Job, status: str, usage: Any, error: dict[str, Any] | None, reason: str | None) -> None:
+        """Count and log a terminal write this worker made."""
+        now = time.time()
+        metrics.response_finished(job.model, status, job.created_at, now, usage)
+        route = self.router.resolve(job.model)
+        state_change(
+            job.response_id,
+            status,
+            job.model,
+            tenant=job.tenant,
+            attempt=job.attempts,
+            worker=self.worker_id,
+            route=route.kind if route is not None else "none",
+            error=error,
+            reason=reason,
+            duration_ms=(now - job.created_at) * 1000,
+        )
 
     async def _hand_back(self, job: Job, builder: ResponseBuilder) -> None:
         """Shutdown: requeue a response with no output; fail one whose output had begun."""
         await self._drain_writes()
         if not builder.output_started:
             if await self.store.release(job.response_id, self.worker_id):
+                state_change(
+                    job.response_id,
+                    Status.QUEUED.value,
+                    job.model,
+                    tenant=job.tenant,
+                    attempt=job.attempts,
+                    worker=self.worker_id,
+                    reason="shutdown",
+                )
                 return
         await self._finish(
             job,
@@ -550,7 +594,16 @@ class Worker:
         events = await _all_events(store, rec.id)
         builder = replay(rec.body, events, seal_for(rec, sealer))
         if not cancel and not builder.output_started and not rec.cancel_requested:
-            await store.release(rec.id, worker_id)
+            if await store.release(rec.id, worker_id):
+                state_change(
+                    rec.id,
+                    Status.QUEUED.value,
+                    rec.request.get("model") or rec.body.get("model"),
+                    tenant=rec.tenant,
+                    attempt=rec.attempts,
+                    worker=worker_id,
+                    reason="worker_lost",
+                )
             return
         if cancel or rec.cancel_requested:
             status, error = Status.CANCELLED, None
@@ -558,15 +611,20 @@ class Worker:
             status = Status.FAILED
             error = {"code": "server_error", "message": "The worker running this response was lost."}
         out = builder.terminal(status, error=error)
-        await store.write(worker_id, [Write(rec.id, out, builder.body, status.value, force=True)])
-        if error is not None:
-            log.warning(
-                "response %s failed: model=%s attempts=%d error=%s: %s",
+        res = await store.write(worker_id, [Write(rec.id, out, builder.body, status.value, force=True)])
+        if res and res[0] is WriteResult.OK:
+            model = rec.request.get("model") or rec.body.get("model")
+            now = time.time()
+            metrics.response_finished(model, status.value, rec.created_at, now, builder.body.get("usage"))
+            state_change(
                 rec.id,
-                rec.request.get("model"),
-                rec.attempts,
-                error["code"],
-                error["message"],
+                status.value,
+                model,
+                tenant=rec.tenant,
+                attempt=rec.attempts,
+                worker=worker_id,
+                error=error,
+                duration_ms=(now - rec.created_at) * 1000,
             )
 
 

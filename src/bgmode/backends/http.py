@@ -36,6 +36,7 @@ import aiohttp
 import httpx
 import orjson
 
+from bgmode import metrics
 from bgmode.backends.base import (
     Backend,
     BackendError,
@@ -174,6 +175,8 @@ class UpstreamFailure(Exception):
         self.retryable = retryable
         self.broke = broke
         self.retry_after: float | None = None
+        #: what went wrong, for the `bgmode_upstream_errors` metric (set where it is known)
+        self.kind = "broken_stream" if broke else "stream_error"
 
 
 @dataclass
@@ -295,6 +298,7 @@ class HTTPBackend(Backend):
                     failure = exc
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     failure = self._transport_failure(exc, progress)
+                metrics.upstream_error(self.where, failure.kind)
                 message = failure.message
                 if failure.broke:
                     message = f"upstream stream broke after {progress.deltas} tokens: {message}"
@@ -372,9 +376,20 @@ class HTTPBackend(Backend):
             retryable=status in RETRYABLE_STATUSES or status >= 500,
         )
         failure.retry_after = retry_after(response.headers)
+        failure.kind = f"http_{status}" if status in RETRYABLE_STATUSES or status < 500 else "http_5xx"
         return failure
 
     def _transport_failure(self, exc: BaseException, progress: Progress) -> UpstreamFailure:
+        failure = self._transport_failure_of(exc, progress)
+        if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError):
+            failure.kind = "unreachable"
+        elif isinstance(exc, TimeoutError):
+            failure.kind = "idle_timeout"
+        elif not failure.broke:
+            failure.kind = "transport"
+        return failure
+
+    def _transport_failure_of(self, exc: BaseException, progress: Progress) -> UpstreamFailure:
         s = self.settings
         if isinstance(exc, aiohttp.ConnectionTimeoutError):
             return UpstreamFailure(

@@ -1,0 +1,224 @@
+"""Structured logs: one JSON object per line (or readable text), through the stdlib `logging`.
+
+`configure` installs one handler on the root logger (uvicorn's loggers propagate to it), so
+every line a server writes has the same shape. JSON lines carry `ts` (UTC, ISO 8601 with
+milliseconds), `level`, `logger`, `msg`, then the record's structured `fields` (passed as
+`extra={"fields": {...}}`), and `exc` for a traceback.
+
+Two loggers carry bgmode's structured lines:
+
+- `bgmode.access`: one line per HTTP request (method, route template, status, duration_ms,
+  tenant, request_id); `--no-access-log` turns it off;
+- `bgmode.response`: one line per response state change (queued at create, in_progress at
+  a worker's claim, then its terminal status), with response_id, model, status, attempt and
+  worker. Failed and incomplete ones are warnings.
+
+Nothing secret is logged: API keys are turned into tenant names before anything is logged,
+no header is logged but `X-Request-Id`, and upstream keys are redacted by the backends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import IO, Any
+
+import orjson
+
+ACCESS = logging.getLogger("bgmode.access")
+RESPONSE = logging.getLogger("bgmode.response")
+
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "fields"}
+
+
+class _Clock:
+    """ISO 8601 UTC timestamps, the seconds part formatted once per second."""
+
+    __slots__ = ("sec", "text")
+
+    def __init__(self) -> None:
+        self.sec = -1
+        self.text = ""
+
+    def iso(self, t: float) -> str:
+        sec = int(t)
+        if sec != self.sec:
+            self.sec = sec
+            self.text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        return f"{self.text}.{int((t - sec) * 1000):03d}Z"
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any] | None:
+    """The structured fields: `extra={"fields": {...}}`, plus any other `extra=` keys."""
+    d = record.__dict__
+    fields: dict[str, Any] | None = d.get("fields")
+    if len(d) > len(_STANDARD) - 2:  # other extra= keys (rare): include them too
+        more = {k: v for k, v in d.items() if k not in _STANDARD}
+        if more:
+            fields = {**(fields or {}), **more}
+    return fields
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per record: ts, level, logger, msg, the structured fields, exc."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._clock = _Clock()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.encode(record).decode()
+
+    def encode(self, record: logging.LogRecord) -> bytes:
+        out: dict[str, Any] = {
+            "ts": self._clock.iso(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = _fields(record)
+        if fields:
+            for k, v in fields.items():
+                if k not in out:
+                    out[k] = v
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            out["exc"] = record.exc_text
+        if record.stack_info:
+            out["stack"] = record.stack_info
+        return orjson.dumps(out, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger: message key=value ...`, for a person at a terminal."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = _fields(record)
+        if not fields:
+            return line
+        extra = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+        head, nl, tail = line.partition("\n")  # a traceback stays below the first line
+        return f"{head}  {extra}{nl}{tail}"
+
+
+class LineHandler(logging.Handler):
+    """Writes each formatted record as one line straight to a file descriptor (one `write`,
+    no text-layer buffering, so lines from a crashing process are not lost)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__()
+        self.stream = stream
+        try:
+            self.fd: int | None = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            self.fd = None  # e.g. a captured stream in tests: write through it
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fmt = self.formatter
+            if isinstance(fmt, JSONFormatter):
+                data = fmt.encode(record) + b"\n"
+            else:
+                data = self.format(record).encode("utf-8", "replace") + b"\n"
+            if self.fd is None:
+                self.stream.write(data.decode("utf-8", "replace"))
+                self.stream.flush()
+                return
+            view = memoryview(data)
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+        except Exception:
+            self.handleError(record)
+
+
+def default_format(stream: IO[str] | None = None) -> str:
+    """json unless `stream` (stdout) is a terminal."""
+    s = stream or sys.stdout
+    try:
+        return "text" if s.isatty() else "json"
+    except (AttributeError, ValueError):
+        return "json"
+
+
+def configure(fmt: str | None = None, level: str = "info", stream: IO[str] | None = None) -> logging.Handler:
+    """Send every log record (bgmode's, uvicorn's, warnings) to `stream` (stdout) in `fmt`."""
+    stream = stream or sys.stdout
+    handler = LineHandler(stream)
+    handler.setFormatter(JSONFormatter() if (fmt or default_format(stream)) == "json" else TextFormatter())
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
+        lg = logging.getLogger(name)
+        lg.handlers.clear()
+        lg.propagate = True
+    logging.captureWarnings(True)
+    return handler
+
+
+# -- the structured lines ----------------------------------------------------------------------
+
+
+def state_change(
+    response_id: str,
+    status: str,
+    model: object,
+    *,
+    tenant: str | None = None,
+    attempt: int | None = None,
+    worker: str | None = None,
+    route: str | None = None,
+    error: dict[str, Any] | None = None,
+    reason: str | None = None,
+    duration_ms: float | None = None,
+    foreground: bool = False,
+) -> None:
+    """One `bgmode.response` line for a response's new status."""
+    failed = status in ("failed", "incomplete")
+    level = logging.WARNING if failed else logging.INFO
+    if not RESPONSE.isEnabledFor(level):
+        return
+    fields: dict[str, Any] = {
+        "response_id": response_id,
+        "model": model,
+        "status": status,
+        "attempt": attempt,
+        "worker": worker,
+    }
+    if tenant is not None:
+        fields["tenant"] = tenant
+    if route is not None:
+        fields["route"] = route
+    if duration_ms is not None:
+        fields["duration_ms"] = round(duration_ms, 1)
+    if error is not None:
+        fields["error_code"] = error.get("code")
+        fields["error"] = error.get("message")
+    if reason is not None:
+        fields["reason"] = reason
+    where = " (foreground)" if foreground else ""
+    if failed:
+        detail = f"error={error.get('code')}: {error.get('message')}" if error else f"reason={reason}"
+        RESPONSE.warning(
+            "response %s %s%s: model=%s route=%s attempts=%s %s",
+            response_id,
+            status,
+            where,
+            model,
+            route or "none",
+            attempt,
+            detail,
+            extra={"fields": fields},
+        )
+    else:
+        RESPONSE.info("response %s %s%s: model=%s", response_id, status, where, model, extra={"fields": fields})
