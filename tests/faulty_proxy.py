@@ -5,9 +5,13 @@
 
 - `fail(n, status=503, ...)`: answer the next `n` matching requests with an error
   (optionally after forwarding them, so the server acted but the client never hears of it);
-- `cut_streams(n, after_events=K)`: cut the next `n` event streams after `K` SSE events,
-  either by aborting the connection mid-body (`mode="abort"`, the client sees a protocol
-  error) or by ending the body cleanly before the terminal event (`mode="close"`).
+- `cut_streams(n, after_events=K)`: cut the next `n` event streams after `K` SSE events
+  (`K=0`: before the first byte of the body), either by aborting the connection mid-body
+  (`mode="abort"`, the client sees a protocol error) or by ending the body cleanly before the
+  terminal event (`mode="close"`);
+- `ignore_starting_after = True`: drop `starting_after` from stream requests before
+  forwarding them, as a server that does not know the parameter would (every resume replays
+  the log from the start).
 
 Every request is recorded (`requests`) so tests can check what the client sent.
 """
@@ -21,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 
@@ -79,6 +83,8 @@ class FaultyProxy:
     _cut_rules: list[_CutRule] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
+    #: forward stream resumes without `starting_after` (the server replays from 0)
+    ignore_starting_after: bool = False
 
     # ------------------------------------------------------------------ control
 
@@ -191,10 +197,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(rule)
             return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
+        target = self.path
+        if self.owner.ignore_starting_after and "starting_after" in rec.query:
+            kept = [(k, v) for k, vs in rec.query.items() if k != "starting_after" for v in vs]
+            target = split.path + ("?" + urlencode(kept) if kept else "")
         with httpx.Client(timeout=httpx.Timeout(120.0)) as client:
             try:
                 with client.stream(
-                    self.command, self.owner.upstream + self.path, headers=headers, content=body
+                    self.command, self.owner.upstream + target, headers=headers, content=body
                 ) as upstream:
                     if rule is not None:  # the server acted; the client never hears of it
                         upstream.read()
@@ -248,6 +258,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("connection", "close")
         self.end_headers()
         events = 0
+        if cut is not None and cut.after_events == 0:
+            rec.outcome = "cut"
+            if cut.mode == "abort":
+                self._abort()
+            else:
+                self._chunk(b"")
+            return
         for frame in _frames(upstream.iter_raw()):
             self._chunk(frame)
             if b"data:" in frame:

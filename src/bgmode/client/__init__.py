@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         ResponseExpired,
         ResponseRequest,
         SubmitError,
+        UsageProblem,
     )
     from bgmode.client.functions import follow, stream, submit, wait
     from bgmode.client.ledger import Job, Ledger
@@ -44,6 +45,7 @@ _WHERE = {
     "ResponseExpired": "api",
     "ResponseRequest": "api",
     "SubmitError": "api",
+    "UsageProblem": "api",
     "follow": "functions",
     "stream": "functions",
     "submit": "functions",
@@ -71,6 +73,7 @@ __all__ = [
     "stream",
     "submit",
     "SubmitError",
+    "UsageProblem",
     "wait",
 ]
 

@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 import openai
 from openai import OpenAI
@@ -68,6 +69,10 @@ class ClientError(Exception):
     """Base class of the errors this API raises."""
 
 
+class UsageProblem(ClientError):
+    """Nothing says where to send requests, or with which key (the CLI's usage error, exit 2)."""
+
+
 class SubmitError(ClientError):
     """The create was rejected or could not be sent; no job id is known."""
 
@@ -102,6 +107,22 @@ class FollowTimeout(ClientError):
         super().__init__(f"gave up following {response_id} (last status {status}): timeout reached")
         self.response_id = response_id
         self.status = status
+
+
+# --------------------------------------------------------------------------- where to go
+
+
+def resolve_base_url(given: str | None, ledger_base_url: str | None = None) -> str:
+    """The URL given, else where the ledger says the job lives, else $OPENAI_BASE_URL, else OpenAI."""
+    return (given or ledger_base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+
+
+def resolve_api_key(given: str | None, base_url: str, *, hint: str = "pass --api-key") -> str | None:
+    """The key given, else $OPENAI_API_KEY; OpenAI's own API without one is a `UsageProblem`."""
+    key = given or os.environ.get("OPENAI_API_KEY")
+    if not key and urlparse(base_url).hostname == "api.openai.com":
+        raise UsageProblem(f"no API key: set OPENAI_API_KEY or {hint}")
+    return key
 
 
 # --------------------------------------------------------------------------- request
@@ -242,9 +263,11 @@ class _StreamState:
 class BackgroundClient:
     """Submit and follow background responses (see the module docstring).
 
-    `base_url` and `api_key` default to `OPENAI_BASE_URL` / `OPENAI_API_KEY`. A server other
-    than OpenAI's may need no key: a placeholder is sent then, since the SDK needs one.
-    `on_event` receives every progress event; `ledger` records every submitted id.
+    `base_url` and `api_key` default to `OPENAI_BASE_URL` / `OPENAI_API_KEY`, as the CLI's
+    `--base-url` / `--api-key` do; with neither URL it is OpenAI's API, which needs a key
+    (`UsageProblem` otherwise). A server other than OpenAI's may need no key: a placeholder is
+    sent then, since the SDK needs one. `on_event` receives every progress event; `ledger`
+    records every submitted id.
     """
 
     def __init__(
@@ -259,8 +282,8 @@ class BackgroundClient:
         stream_read_timeout: float = 120.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-        key = api_key or os.environ.get("OPENAI_API_KEY") or "bgmode-no-key"
+        self.base_url = resolve_base_url(base_url)
+        key = resolve_api_key(api_key, self.base_url, hint="pass api_key=") or "bgmode-no-key"
         self.openai = OpenAI(api_key=key, base_url=self.base_url, max_retries=0, timeout=request_timeout)
         self.ledger = ledger
         self.backoff = backoff or Backoff()

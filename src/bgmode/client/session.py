@@ -7,7 +7,6 @@ skill scripts end the same way.
 
 from __future__ import annotations
 
-import os
 import shlex
 import signal
 import sqlite3
@@ -18,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
-from urllib.parse import urlparse
 
 import openai
 import orjson
@@ -34,14 +32,13 @@ from bgmode.client.api import (
     SubmitError,
     describe_error,
 )
-from bgmode.client.defaults import DEFAULT_BASE_URL, DEFAULT_POLL_SECONDS
+from bgmode.client.api import UsageProblem as UsageProblem  # re-exported: the CLI's usage error
+from bgmode.client.api import resolve_api_key as resolve_api_key
+from bgmode.client.api import resolve_base_url as resolve_base_url
+from bgmode.client.defaults import DEFAULT_POLL_SECONDS
 from bgmode.client.ledger import Ledger
 from bgmode.client.outcome import EXPIRED, ExitCode, exit_code_for
 from bgmode.client.output import Reporter, make_reporter
-
-
-class UsageProblem(Exception):
-    """Bad flags or environment found after parsing (exit code 2)."""
 
 
 @dataclass
@@ -59,18 +56,6 @@ class SessionOptions:
     resume_argv: Sequence[str] = ("bgmode", "monitor", "{id}")
     #: flags to repeat in the resume hint (e.g. --base-url given on the command line)
     resume_flags: list[str] = field(default_factory=list)
-
-
-def resolve_base_url(flag: str | None, ledger_base_url: str | None = None) -> str:
-    """--base-url, else where the ledger says the job lives, else OPENAI_BASE_URL, else OpenAI."""
-    return (flag or ledger_base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-
-
-def resolve_api_key(flag: str | None, base_url: str) -> str | None:
-    key = flag or os.environ.get("OPENAI_API_KEY")
-    if not key and urlparse(base_url).hostname == "api.openai.com":
-        raise UsageProblem("no API key: set OPENAI_API_KEY or pass --api-key")
-    return key
 
 
 @contextmanager
