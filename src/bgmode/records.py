@@ -55,6 +55,9 @@ class ResponseRecord:
     #: `body` already serialised (set on create, so the JSON is built once for the row,
     #: the first events and the reply)
     body_json: bytes | None = None
+    #: the latest backend checkpoint token stored with the events it covers (resumable
+    #: backends: `Backend.resume`); None for every other response
+    resume: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
