@@ -12,6 +12,7 @@ from bgmode.client import (
     Ledger,
     ResponseExpired,
     ResponseRequest,
+    UsageProblem,
     stream,
     submit,
     wait,
@@ -73,3 +74,32 @@ def test_follow_timeout_then_cancel(bgmode_server: BgmodeServer) -> None:
     assert info.value.response_id == queued.id
     assert client.cancel(queued.id).status == "cancelled"
     assert client.follow(queued.id, poll_seconds=0.1).status == "cancelled"
+
+
+def test_without_base_url_the_server_is_found_as_the_cli_finds_it(
+    bgmode_server: BgmodeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", bgmode_server.base_url)
+    queued = submit(ResponseRequest(input="hi", metadata=FAST))  # $OPENAI_BASE_URL, no key needed
+    job = Ledger().get(queued.id)
+    assert job is not None and job.base_url == bgmode_server.base_url
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    final = wait(queued.id, poll_seconds=0.1, timeout=30)  # the ledger knows where it lives
+    assert final.status == "completed" and final.output_text
+    replayed = stream(queued.id, timeout=30)
+    assert replayed.output_text == final.output_text
+
+
+def test_nothing_saying_where_to_go_is_the_cli_usage_error(bgmode_server: BgmodeServer) -> None:
+    """No base URL and no key: OpenAI's API would be asked with no key; raise before sending."""
+    with pytest.raises(UsageProblem, match="no API key: set OPENAI_API_KEY"):
+        submit(ResponseRequest(input="hi"))
+    assert Ledger().list() == []  # nothing was submitted
+    with pytest.raises(UsageProblem, match="OPENAI_API_KEY"):
+        wait("resp_" + "2" * 50, poll_seconds=0.1, timeout=5)  # an id the ledger does not know
+    with pytest.raises(UsageProblem):
+        BackgroundClient()
+    # the same situation on the command line: usage error, exit 2
+    from tests.test_client_helpers import bgmode
+
+    assert bgmode("monitor", "resp_" + "2" * 50).code == 2

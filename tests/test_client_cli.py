@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bgmode.client.ledger import Ledger
@@ -240,12 +244,40 @@ def test_stream_run_and_replay(bgmode_server: BgmodeServer) -> None:
     assert s.one("final")["output_text"] == final["output_text"]
 
 
-def test_stream_of_a_polled_response_falls_back_to_polling(bgmode_server: BgmodeServer) -> None:
-    r = bgmode(*_run(bgmode_server, *FAST))
-    rid = r.one("submitted")["response_id"]
-    s = bgmode("monitor", rid, "--stream", "--poll-seconds", "0.2")
+def test_streaming_a_foreground_response_falls_back_to_polling(bgmode_server: BgmodeServer) -> None:
+    """A non-background response has no event log: the server refuses the stream (400), the
+    client says so (`stream_fallback`) and polls instead."""
+    from openai import OpenAI
+
+    sdk = OpenAI(base_url=bgmode_server.base_url, api_key="k", max_retries=0)
+    done = sdk.responses.create(model="m", input="hi", metadata={"sim_output_tokens": "5"})
+    assert done.background is False and done.status == "completed"
+    s = bgmode("monitor", done.id, "--stream", "--poll-seconds", "0.2", "--base-url", bgmode_server.base_url)
     assert s.code == 0, s.stderr
+    assert s.names() == ["stream_fallback", "poll", "final"]
+    fallback = s.one("stream_fallback")
+    assert fallback["response_id"] == done.id
+    assert fallback["reason"].startswith("HTTP 400: ") and "background=true" in fallback["reason"]
+    assert s.one("poll")["status"] == "completed"
     assert s.one("final")["status"] == "completed"
+
+
+def test_streaming_a_purged_event_log_falls_back_to_polling(make_server: type[BgmodeServer]) -> None:
+    """Retention removed the log (400 `stream_expired`): `bgmode stream` polls the response instead."""
+    server = make_server(args=["--events-ttl", "0.3", "--sweep-seconds", "0.1"]).start()
+    run = bgmode(*_run(server, *FAST, "--show-output-text"))
+    assert run.code == 0, run.stderr
+    rid = run.one("submitted")["response_id"]
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{server.base_url}/responses/{rid}", params={"stream": "true"}).status_code != 400:
+        assert time.monotonic() < deadline, "the sweeper never removed the event log"
+        time.sleep(0.1)  # polling for the sweeper, with a deadline
+    s = bgmode("stream", rid, "--show-output-text", "--poll-seconds", "0.2")  # base URL from the ledger
+    assert s.code == 0, s.stderr
+    assert s.names() == ["stream_fallback", "poll", "final"]
+    assert "expired" in s.one("stream_fallback")["reason"]
+    assert "delta" not in s.names()
+    assert s.one("final")["output_text"] == run.one("final")["output_text"]
 
 
 def test_messages_json_file(bgmode_server: BgmodeServer, tmp_path: Path) -> None:
@@ -280,3 +312,68 @@ def test_openai_without_a_key_is_a_usage_error() -> None:
     r = bgmode("run", "--prompt", "hi")  # default base URL: api.openai.com, and no OPENAI_API_KEY
     assert r.code == 2
     assert "OPENAI_API_KEY" in r.stderr
+
+
+def test_sigterm_detaches_exit_130_and_keeps_the_id(bgmode_server: BgmodeServer) -> None:
+    with LiveProcess([*BGMODE, *_run(bgmode_server, *SLOW)]) as follower:
+        rid = follower.wait_for("submitted")["response_id"]
+        follower.proc.send_signal(signal.SIGTERM)
+        r = follower.finish()
+    assert r.code == 130, r.stderr
+    interrupted = r.events[-1]
+    assert interrupted["event"] == "interrupted"
+    assert interrupted["response_id"] == rid and interrupted["action"] == "detached"
+    assert rid in interrupted["resume_command"]
+    job = Ledger().get(rid)
+    assert job is not None and job.base_url == bgmode_server.base_url
+    assert job.status in ("queued", "in_progress")
+    # the job was not cancelled: it finishes on the server, and monitor follows it there
+    resumed = bgmode(*command_argv(interrupted["resume_command"])[3:])
+    assert resumed.code == 0, resumed.stderr
+    assert resumed.one("final")["status"] == "completed"
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "a_directory"])
+def test_a_ledger_that_cannot_be_opened_exits_7_before_anything_is_sent(
+    bgmode_server: BgmodeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    from tests.faulty_proxy import FaultyProxy
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    path = blocker / "ledger.db" if where == "under_a_file" else tmp_path
+    monkeypatch.setenv("BGMODE_LEDGER_PATH", str(path))
+    with FaultyProxy(bgmode_server.url) as proxy:
+        r = bgmode("run", "--base-url", proxy.base_url, "--prompt", "hi", *FAST)
+        assert r.code == 7, r.stderr
+        assert r.one("error")["message"].startswith("cannot open the ledger")
+        assert proxy.requests == []  # no job was started that nothing would remember
+        m = bgmode("monitor", "resp_" + "0" * 50, "--base-url", proxy.base_url)
+        assert m.code == 7, m.stderr
+        assert proxy.requests == []
+
+
+def test_the_api_key_comes_from_openai_api_key(
+    make_server: type[BgmodeServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = make_server(args=["--api-keys", "sk-right:team"]).start()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-right")
+    ok = bgmode(*_run(server, *FAST))
+    assert ok.code == 0, ok.stderr
+    assert ok.one("final")["status"] == "completed"
+    rid = ok.one("submitted")["response_id"]
+    assert bgmode("get", rid, "--base-url", server.base_url).code == 0
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
+    wrong = bgmode(*_run(server, *FAST))
+    assert wrong.code == 7, wrong.stderr
+    err = wrong.one("error")
+    assert err["stage"] == "create" and err["status_code"] == 401
+    g = bgmode("get", rid, "--base-url", server.base_url)
+    assert g.code == 7 and g.one("response")["status_code"] == 401
+    # --api-key wins over the variable
+    flag = bgmode(*_run(server, *FAST, "--api-key", "sk-right"))
+    assert flag.code == 0, flag.stderr
+    monkeypatch.delenv("OPENAI_API_KEY")
+    none = bgmode(*_run(server, *FAST))
+    assert none.code == 7 and none.one("error")["status_code"] == 401
+    assert os.environ.get("OPENAI_API_KEY") is None

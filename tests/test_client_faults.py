@@ -135,3 +135,82 @@ def test_server_down_while_streaming_is_retried(proxy: FaultyProxy) -> None:
     assert [e["operation"] for e in r.all("retry")] == ["stream"] * 3
     final = r.one("final")
     assert "".join(d["text"] for d in r.all("delta")) == final["output_text"]
+
+
+def test_a_server_that_ignores_starting_after_never_shows_a_delta_twice(proxy: FaultyProxy) -> None:
+    """Every resume replays the log from 0; the client skips what it has already printed."""
+    proxy.ignore_starting_after = True
+    proxy.cut_streams(2, after_events=12, mode="abort")
+    r = bgmode(
+        *_run(proxy, "--stream", "--show-output-text"),
+        "--metadata",
+        "sim_output_tokens=60",
+        "--metadata",
+        "sim_token_delay_ms=10",
+    )
+    assert r.code == 0, r.stderr
+    rid = r.one("submitted")["response_id"]
+    resumes = proxy.matching("GET", f"/v1/responses/{rid}")
+    # the client asked to resume after what it had, and the server replayed from the start
+    assert [g.query["starting_after"] for g in resumes] == [["11"], ["11"]]
+    assert all(g.outcome in ("forwarded", "cut") for g in resumes)
+    final = r.one("final")
+    deltas = r.all("delta")
+    seqs = [d["sequence_number"] for d in deltas]
+    assert len(seqs) == len(set(seqs)) and seqs == sorted(seqs)
+    assert "".join(d["text"] for d in deltas) == final["output_text"]
+    assert len(r.all("submitted")) == 1
+    statuses = [e["status"] for e in r.all("status")]
+    assert statuses == list(dict.fromkeys(statuses)) and statuses[-1] == "completed"  # none twice
+
+
+@pytest.mark.parametrize("status", [408, 409])
+def test_408_and_409_on_create_are_retried_with_the_same_key(proxy: FaultyProxy, status: int) -> None:
+    # the server made the job each time, but the client only saw the error twice
+    proxy.fail(2, status, method="POST", path_contains="/v1/responses", forward=True)
+    r = bgmode(*_run(proxy, *SOME))
+    assert r.code == 0, r.stderr
+    creates = proxy.matching("POST", "/v1/responses")
+    assert len(creates) == 3
+    assert len({c.headers["idempotency-key"] for c in creates}) == 1
+    made = {json.loads(c.upstream_body)["id"] for c in creates}
+    rid = r.one("submitted")["response_id"]
+    assert made == {rid}  # one job on the server, whatever the client heard
+    retries = r.all("retry")
+    assert [(e["operation"], e["status_code"], e["attempt"]) for e in retries] == [
+        ("create", status, 1),
+        ("create", status, 2),
+    ]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_create_is_tried_at_most_6_times(proxy: FaultyProxy, stream: bool) -> None:
+    proxy.fail(100, 408, method="POST", path_contains="/v1/responses", retry_after="0.01")
+    r = bgmode(*_run(proxy, *SOME, *(["--stream"] if stream else [])))
+    assert r.code == 7, r.stderr
+    assert len(proxy.matching("POST", "/v1/responses")) == 6
+    assert len(r.all("retry")) == 5
+    err = r.one("error")
+    assert err["stage"] == "create" and err["status_code"] == 408
+    assert "submitted" not in r.names()
+    jobs = bgmode("jobs").all("job")
+    assert [(j["response_id"], j["status"]) for j in jobs] == [(None, "submit_failed")]
+
+
+def test_resumes_without_progress_3_times_fall_back_to_polling(proxy: FaultyProxy) -> None:
+    proxy.cut_streams(1, after_events=6)  # the create's stream: the id and a few events arrive
+    proxy.cut_streams(1000, after_events=0)  # every resume is cut before its first event
+    r = bgmode(*_run(proxy, "--stream", "--show-output-text", "--timeout", "60", *SOME))
+    assert r.code == 0, r.stderr
+    rid = r.one("submitted")["response_id"]
+    resumes = r.all("stream_resume")
+    assert [e["attempt"] for e in resumes] == [1, 2, 3]
+    assert all(e["starting_after"] == 5 for e in resumes)
+    assert len(proxy.matching("GET", f"/v1/responses/{rid}")) >= 3
+    fallback = r.one("stream_fallback")
+    assert fallback["reason"].startswith("no progress after resuming")
+    names = r.names()
+    assert names.index("stream_fallback") > names.index("stream_resume")
+    assert names[names.index("stream_fallback") + 1] == "poll"
+    final = r.one("final")
+    assert final["status"] == "completed" and final["output_text"]

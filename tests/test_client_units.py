@@ -1,4 +1,4 @@
-"""Client pieces in-process: request shape, retries, the ledger, the reporters, stream dedupe."""
+"""Client pieces in-process: request shape, retries, the ledger, the reporters."""
 
 from __future__ import annotations
 
@@ -97,32 +97,6 @@ def test_exit_codes() -> None:
 
 def _event(seq: int, type_: str, **kw: Any) -> Any:
     return SimpleNamespace(sequence_number=seq, type=type_, **kw)
-
-
-def test_replayed_events_are_not_reported_twice() -> None:
-    """A server that ignores starting_after and replays from 0 still yields each delta once."""
-    seen: list[tuple[str, dict[str, Any]]] = []
-    client = BackgroundClient(base_url="http://127.0.0.1:9/v1", on_event=lambda n, f: seen.append((n, f)))
-    state = _StreamState(response_id="resp_1", last_sequence_number=None)
-    first = [_event(0, "response.output_text.delta", delta="a"), _event(1, "response.output_text.delta", delta="b")]
-    assert client._consume(iter(first), state) is None
-    final_response = {
-        "id": "resp_1",
-        "object": "response",
-        "status": "completed",
-        "created_at": 1,
-        "model": "m",
-        "output": [],
-        "parallel_tool_calls": True,
-        "tool_choice": "auto",
-        "tools": [],
-    }
-    replay = [*first, _event(2, "response.output_text.delta", delta="c"), _event(3, "response.completed")]
-    replay[-1].response = final_response
-    final = client._consume(iter(replay), state)
-    assert final is not None and final.status == "completed"
-    assert "".join(f["text"] for n, f in seen if n == "delta") == "abc"
-    assert state.last_sequence_number == 3
 
 
 def test_unknown_terminal_event_with_a_terminal_status_ends_the_stream() -> None:
