@@ -175,12 +175,13 @@ def _load_file(path: str, env: Mapping[str, str]) -> dict[str, Route]:
         raise ValueError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(doc) - {"route"}
+    # [[webhook]] tables are read by `webhooks.load_endpoints`
+    unknown = set(doc) - {"route", "webhook"}
     if unknown:
         keys = ", ".join(sorted(unknown))
-        raise ValueError(f"{path}: unknown top-level key(s) {keys} (expected [[route]] tables)")
+        raise ValueError(f"{path}: unknown top-level key(s) {keys} (expected [[route]] and [[webhook]] tables)")
     tables = doc.get("route", [])
-    if not isinstance(tables, list) or not tables:
+    if not isinstance(tables, list) or (not tables and "webhook" not in doc):
         raise ValueError(f"{path}: no [[route]] tables")
     routes: dict[str, Route] = {}
     for i, table in enumerate(tables, start=1):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from bgmode.records import ResponseRecord, StoredEvent
 
@@ -119,6 +119,102 @@ def listing_query(
         f" ORDER BY id {order.upper()} LIMIT {p(max(0, int(limit)))}"
     )
     return sql, args
+
+
+#: a response's terminal status → the webhook event type OpenAI sends for it
+WEBHOOK_EVENTS = {
+    "completed": "response.completed",
+    "failed": "response.failed",
+    "cancelled": "response.cancelled",
+    "incomplete": "response.incomplete",
+}
+
+
+class WebhookTarget(Protocol):
+    """What the store needs of a webhook endpoint to fan an event out to it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def events(self) -> frozenset[str]: ...
+    @property
+    def tenants(self) -> frozenset[str]: ...
+
+
+@dataclass(slots=True)
+class DeliveryRecord:
+    """One webhook event for one endpoint (a row of the outbox)."""
+
+    id: str
+    event_id: str
+    endpoint: str
+    tenant: str
+    response_id: str
+    type: str
+    #: pending | delivered | failed (retries given up)
+    status: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: float | None
+    delivered_at: float | None
+    #: when the response ended (the event's `created_at`)
+    created_at: float
+
+    def public(self) -> dict[str, Any]:
+        """As `GET /v1/webhooks/deliveries` shows it (times in whole epoch seconds)."""
+
+        def sec(t: float | None) -> int | None:
+            return None if t is None else int(t)
+
+        return {
+            "id": self.id,
+            "object": "webhook.delivery",
+            "event_id": self.event_id,
+            "endpoint": self.endpoint,
+            "response_id": self.response_id,
+            "type": self.type,
+            "status": self.status,
+            "attempts": self.attempts,
+            "last_status_code": self.last_status_code,
+            "last_error": self.last_error,
+            "next_attempt_at": sec(self.next_attempt_at) if self.status == "pending" else None,
+            "delivered_at": sec(self.delivered_at),
+            "created_at": sec(self.created_at),
+        }
+
+
+#: the outbox columns, in `DeliveryRecord` order
+DELIVERY_COLUMNS = (
+    "id, event_id, endpoint, tenant, response_id, type, status, attempts, last_status_code, last_error,"
+    " next_attempt_at, delivered_at, created_at"
+)
+
+
+class Fanout:
+    """The configured webhook endpoints, as the store's terminal writes fan events out to them."""
+
+    def __init__(self, targets: list[tuple[str, frozenset[str], frozenset[str]]] | None = None) -> None:
+        self.targets = targets or []
+
+    def rows(self, response_id: str, tenant: str, status: str, now: float) -> list[tuple[Any, ...]]:
+        """Outbox rows (DELIVERY_COLUMNS order) for a response that just ended with `status`:
+        one event id, one row per endpoint that takes this event type and tenant."""
+        kind = WEBHOOK_EVENTS.get(status)
+        if kind is None or not self.targets:
+            return []
+        from bgmode.ids import new_id
+
+        event_id: str | None = None
+        out = []
+        for name, events, tenants in self.targets:
+            if (events and kind not in events) or (tenants and tenant not in tenants):
+                continue
+            event_id = event_id or new_id("evt")
+            out.append(
+                (new_id("whdel"), event_id, name, tenant, response_id, kind, "pending", 0, None, None, now, None, now)
+            )
+        return out
 
 
 class ConversationLocked(Exception):
@@ -237,11 +333,70 @@ class Store(ABC):
         """Workers holding leases now: (owner id, how many `in_progress` responses it holds,
         its latest lease expiry in epoch seconds), by owner id."""
 
+    # -- webhooks: an outbox filled by the terminal writes -----------------------------------
+    #
+    # With endpoints configured, every write that makes a background response terminal
+    # (`write` with `finish`, `cancel_queued`) inserts one pending delivery per matching
+    # endpoint in the same transaction: a crash after the commit loses no event. A dispatcher
+    # claims due deliveries under a lease (never two senders at once) and records each
+    # attempt's outcome.
+
+    _fanout: Fanout = Fanout()
+
+    def configure_webhooks(self, endpoints: list[WebhookTarget]) -> None:
+        """The endpoints terminal writes fan out to from now on (none: no outbox rows)."""
+        self._fanout = Fanout([(e.name, frozenset(e.events), frozenset(e.tenants)) for e in endpoints])
+
+    @abstractmethod
+    async def webhook_claim(self, endpoint: str, owner: str, limit: int, lease_seconds: float) -> list[DeliveryRecord]:
+        """Up to `limit` pending deliveries for `endpoint` whose attempt is due and that no
+        live claim holds, oldest due first, now claimed by `owner` for `lease_seconds`."""
+
+    @abstractmethod
+    async def webhook_result(
+        self,
+        delivery_id: str,
+        owner: str,
+        *,
+        status: str,
+        status_code: int | None,
+        error: str | None,
+        next_attempt_at: float | None,
+    ) -> bool:
+        """Record an attempt (attempts + 1) and release the claim: `status` "delivered",
+        "failed" (given up) or "pending" (retry at `next_attempt_at`). Fenced: False (nothing
+        changed) unless `owner` still holds the claim."""
+
+    @abstractmethod
+    async def webhook_next_due(self, endpoints: list[str]) -> float | None:
+        """When the next pending delivery for one of `endpoints` is due (its attempt time, or
+        the end of its claim), or None if there is none."""
+
+    @abstractmethod
+    async def webhook_deliveries(
+        self,
+        tenant: str | None,
+        *,
+        response_id: str | None = None,
+        status: str | None = None,
+        after: str | None = None,
+        limit: int = 20,
+    ) -> list[DeliveryRecord]:
+        """Deliveries newest first (by id), of one tenant or all, after the id `after`
+        (exclusive), filtered exactly. Ask `limit + 1` to learn whether more follow."""
+
+    async def wait_for_webhooks(self, timeout: float) -> None:
+        """Return when new deliveries may exist (a terminal write committed), or at `timeout`."""
+        import asyncio
+
+        await asyncio.sleep(timeout)
+
     @abstractmethod
     async def sweep(self, responses_before: float, events_before: float, limit: int) -> tuple[int, int]:
-        """Delete finished responses older than `responses_before`, and the event logs of
-        finished responses older than `events_before` (marking them purged); at most `limit`
-        of each. Returns how many responses and logs were removed."""
+        """Delete finished responses older than `responses_before` (with their finished webhook
+        deliveries), and the event logs of finished responses older than `events_before`
+        (marking them purged); at most `limit` of each. Returns how many responses and logs
+        were removed."""
 
     @abstractmethod
     async def secret(self, name: str, value: bytes) -> bytes:

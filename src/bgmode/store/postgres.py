@@ -39,9 +39,11 @@ from asyncpg.pool import PoolConnectionProxy
 
 from bgmode.records import TERMINAL_VALUES, ResponseRecord, Status, StoredEvent
 from bgmode.store.base import (
+    DELIVERY_COLUMNS,
     ConversationAppend,
     ConversationLocked,
     ConversationRecord,
+    DeliveryRecord,
     Store,
     Write,
     WriteResult,
@@ -56,6 +58,7 @@ _Conn: TypeAlias = "asyncpg.Connection | PoolConnectionProxy"
 
 SCHEMA_VERSION = 2
 WORK_CHANNEL = "bgmode_work"
+WEBHOOKS_CHANNEL = "bgmode_webhooks"
 EVENTS_CHANNEL = "bgmode_events"
 #: serialises schema creation between processes starting at once
 _SCHEMA_LOCK = 0x62676D6F6465  # "bgmode"
@@ -113,6 +116,29 @@ CREATE TABLE IF NOT EXISTS conversation_items (
     PRIMARY KEY (conversation_id, pos)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS conversation_items_id ON conversation_items (conversation_id, item_id);
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    response_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_status_code INTEGER,
+    last_error TEXT,
+    next_attempt_at DOUBLE PRECISION,
+    delivered_at DOUBLE PRECISION,
+    created_at DOUBLE PRECISION NOT NULL,
+    claimed_by TEXT,
+    claimed_until DOUBLE PRECISION
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (endpoint, next_attempt_at)
+    WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS webhook_deliveries_tenant ON webhook_deliveries (tenant, id);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_response ON webhook_deliveries (response_id);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_finished ON webhook_deliveries (created_at)
+    WHERE status <> 'pending';
 """
 
 #: schema version 1 → 2 (idempotent; run under the schema lock): the model column, filled in
@@ -134,6 +160,20 @@ _COLUMNS = (
     "id, tenant, status, background, body, input_items, request, created_at, last_seq, "
     "cancel_requested, lease_owner, lease_expires, attempts, events_purged"
 )
+
+_INSERT_DELIVERIES = (
+    f"INSERT INTO webhook_deliveries ({DELIVERY_COLUMNS})"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
+    " $8::int[], $9::int[], $10::text[], $11::float8[], $12::float8[], $13::float8[])"
+)
+
+
+async def _insert_deliveries(c: _Conn, rows: list[tuple[Any, ...]]) -> None:
+    """Outbox rows (from `Fanout.rows`) in one statement, and a wake-up for dispatchers
+    (delivered at commit)."""
+    await c.execute(_INSERT_DELIVERIES, *(list(col) for col in zip(*rows, strict=True)))
+    await c.execute(f"NOTIFY {WEBHOOKS_CHANNEL}")
+
 
 _INSERT_EVENTS = (
     "INSERT INTO events (response_id, seq, type, data)"
@@ -219,6 +259,7 @@ class PostgresStore(Store):
         self._closing = asyncio.Event()
         self._event_waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._work_waiters: set[asyncio.Future[None]] = set()
+        self._webhook_waiters: set[asyncio.Future[None]] = set()
         #: the highest sequence number notified per response (recent ones only)
         self._notified: OrderedDict[str, int] = OrderedDict()
         self._work_noticed = 0.0
@@ -301,6 +342,7 @@ class PostgresStore(Store):
         conn = await self._connect("listen")
         await conn.add_listener(WORK_CHANNEL, self._on_work)
         await conn.add_listener(EVENTS_CHANNEL, self._on_events)
+        await conn.add_listener(WEBHOOKS_CHANNEL, self._on_webhooks)
         self._listening = True
         return conn
 
@@ -344,6 +386,12 @@ class PostgresStore(Store):
             if not fut.done():
                 fut.set_result(None)
 
+    def _on_webhooks(self, _conn: object, _pid: int, _channel: str, _payload: object) -> None:
+        waiters, self._webhook_waiters = self._webhook_waiters, set()
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
     def _on_events(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         rid, _, seq = str(payload).rpartition(":")
         try:
@@ -361,8 +409,10 @@ class PostgresStore(Store):
 
     def _wake_all(self) -> None:
         waiters = [f for fs in self._event_waiters.values() for f in fs] + list(self._work_waiters)
+        waiters += list(self._webhook_waiters)
         self._event_waiters.clear()
         self._work_waiters = set()
+        self._webhook_waiters = set()
         for fut in waiters:
             if not fut.done():
                 fut.set_result(None)
@@ -517,7 +567,7 @@ class PostgresStore(Store):
         careful: bool,
     ) -> list[WriteResult]:
         rows = await c.fetch(
-            "SELECT id, lease_owner, status, cancel_requested, last_seq FROM responses"
+            "SELECT id, lease_owner, status, cancel_requested, last_seq, tenant FROM responses"
             " WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
             list({w.response_id for w in writes}),
         )
@@ -594,6 +644,18 @@ class PostgresStore(Store):
         # the turns' items, with their terminal writes (conversation rows locked in id order)
         for rid, conv in sorted(appends, key=lambda a: a[1].conversation_id):
             await _conv_append(c, conv.conversation_id, rid, conv.items)
+        fanout = self._fanout
+        if fanout.targets:  # the webhook outbox, in the same transaction
+            tenants = {r[0]: r[5] for r in rows}
+            now = time.time()
+            outbox = [
+                d
+                for rid, ch in changes.items()
+                if ch[0] is not None
+                for d in fanout.rows(rid, tenants[rid], ch[0], now)
+            ]
+            if outbox:
+                await _insert_deliveries(c, outbox)
         return results
 
     async def cancel_queued(self, response_id: str, body: dict[str, Any], events: list[StoredEvent]) -> bool:
@@ -601,18 +663,24 @@ class PostgresStore(Store):
         first = events[0].seq if events else 0
         last = events[-1].seq if events else -1
 
+        fanout = self._fanout
+
         async def run(c: _Conn) -> bool:
-            n = await c.fetchval(
-                "WITH u AS (UPDATE responses SET status = 'cancelled', body = $1, last_seq = $2, updated_at = $3"
-                " WHERE id = $4 AND status = 'queued' AND last_seq = $5 RETURNING 1) SELECT count(*) FROM u",
+            now = time.time()
+            tenant = await c.fetchval(
+                "UPDATE responses SET status = 'cancelled', body = $1, last_seq = $2, updated_at = $3"
+                " WHERE id = $4 AND status = 'queued' AND last_seq = $5 RETURNING tenant",
                 data,
                 last,
-                time.time(),
+                now,
                 response_id,
                 first - 1,
             )
-            if not n:
+            if tenant is None:
                 return False
+            outbox = fanout.rows(response_id, tenant, Status.CANCELLED.value, now)
+            if outbox:
+                await _insert_deliveries(c, outbox)
             if events:
                 await c.execute(
                     _INSERT_EVENTS,
@@ -766,9 +834,116 @@ class PostgresStore(Store):
             )
             if purged:
                 await c.execute("DELETE FROM events WHERE response_id = ANY($1::text[])", [r[0] for r in purged])
+            # finished webhook deliveries go with the responses' retention (pending ones stay
+            # until they are delivered or given up)
+            await c.execute(
+                "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries"
+                " WHERE status <> 'pending' AND created_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                responses_before,
+                limit,
+            )
             return len(gone), len(purged)
 
         return await self._tx(run)
+
+    # -- webhooks -------------------------------------------------------------------------
+
+    async def wait_for_webhooks(self, timeout: float) -> None:
+        if not self._listening:
+            await asyncio.sleep(min(timeout, 1.0))
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._webhook_waiters.add(fut)
+        try:
+            await asyncio.wait({fut}, timeout=timeout)
+        finally:
+            if not fut.done():
+                fut.cancel()
+            self._webhook_waiters.discard(fut)
+
+    async def webhook_claim(self, endpoint: str, owner: str, limit: int, lease_seconds: float) -> list[DeliveryRecord]:
+        now = time.time()
+        cols = ", ".join(f"d.{c.strip()}" for c in DELIVERY_COLUMNS.split(","))
+
+        async def run(c: _Conn) -> list[asyncpg.Record]:
+            # SKIP LOCKED: dispatchers in several processes take disjoint rows and never wait;
+            # the claim (claimed_until) keeps a row from a second sender after this commits
+            return await c.fetch(
+                "WITH picked AS MATERIALIZED (SELECT id FROM webhook_deliveries WHERE endpoint = $3"
+                " AND status = 'pending' AND next_attempt_at <= $4 AND (claimed_until IS NULL OR claimed_until < $4)"
+                " ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED)"
+                " UPDATE webhook_deliveries d SET claimed_by = $1, claimed_until = $2"
+                f" FROM picked WHERE d.id = picked.id RETURNING {cols}",
+                owner,
+                now + lease_seconds,
+                endpoint,
+                now,
+                limit,
+            )
+
+        rows = await self._tx(run)
+        return sorted((DeliveryRecord(*r) for r in rows), key=lambda d: d.next_attempt_at or 0.0)
+
+    async def webhook_result(
+        self,
+        delivery_id: str,
+        owner: str,
+        *,
+        status: str,
+        status_code: int | None,
+        error: str | None,
+        next_attempt_at: float | None,
+    ) -> bool:
+        n = await self.pool.fetchval(
+            "WITH u AS (UPDATE webhook_deliveries SET status = $1, attempts = attempts + 1, last_status_code = $2,"
+            " last_error = $3, next_attempt_at = $4, delivered_at = $5, claimed_by = NULL, claimed_until = NULL"
+            " WHERE id = $6 AND claimed_by = $7 AND status = 'pending' RETURNING 1) SELECT count(*) FROM u",
+            status,
+            status_code,
+            error,
+            next_attempt_at,
+            time.time() if status == "delivered" else None,
+            delivery_id,
+            owner,
+        )
+        return bool(n)
+
+    async def webhook_next_due(self, endpoints: list[str]) -> float | None:
+        if not endpoints:
+            return None
+        due = await self.pool.fetchval(
+            "SELECT min(greatest(next_attempt_at, coalesce(claimed_until, 0))) FROM webhook_deliveries"
+            " WHERE status = 'pending' AND endpoint = ANY($1::text[])",
+            endpoints,
+        )
+        return None if due is None else float(due)
+
+    async def webhook_deliveries(
+        self,
+        tenant: str | None,
+        *,
+        response_id: str | None = None,
+        status: str | None = None,
+        after: str | None = None,
+        limit: int = 20,
+    ) -> list[DeliveryRecord]:
+        where: list[str] = []
+        args: list[Any] = []
+        for col, op, value in (
+            ("tenant", "=", tenant),
+            ("response_id", "=", response_id),
+            ("status", "=", status),
+            ("id", "<", after),
+        ):
+            if value is not None:
+                args.append(value)
+                where.append(f"{col} {op} ${len(args)}")
+        args.append(max(0, int(limit)))
+        sql = f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = await self.pool.fetch(f"{sql} ORDER BY id DESC LIMIT ${len(args)}", *args)
+        return [DeliveryRecord(*r) for r in rows]
 
     # -- conversations --------------------------------------------------------------------
 

@@ -26,9 +26,11 @@ import orjson
 
 from bgmode.records import TERMINAL_VALUES, ResponseRecord, Status, StoredEvent
 from bgmode.store.base import (
+    DELIVERY_COLUMNS,
     ConversationAppend,
     ConversationLocked,
     ConversationRecord,
+    DeliveryRecord,
     Store,
     Write,
     WriteResult,
@@ -91,6 +93,29 @@ CREATE TABLE IF NOT EXISTS conversation_items (
     PRIMARY KEY (conversation_id, pos)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS conversation_items_id ON conversation_items (conversation_id, item_id);
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    response_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_status_code INTEGER,
+    last_error TEXT,
+    next_attempt_at REAL,
+    delivered_at REAL,
+    created_at REAL NOT NULL,
+    claimed_by TEXT,
+    claimed_until REAL
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (endpoint, next_attempt_at)
+    WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS webhook_deliveries_tenant ON webhook_deliveries (tenant, id);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_response ON webhook_deliveries (response_id);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_finished ON webhook_deliveries (created_at)
+    WHERE status != 'pending';
 """
 #: after the migration (they need columns older databases lack): a tenant's listing, filtered
 #: or not, is a walk down one of these from its newest id
@@ -184,6 +209,7 @@ class SQLiteStore(Store):
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._webhook_waiters: set[asyncio.Future[None]] = set()
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -352,14 +378,12 @@ class SQLiteStore(Store):
             # a few statements for the whole batch, not a few per response: the writer holds
             # the GIL while it binds parameters, and the event loop waits for it meanwhile
             ids = list({w.response_id for w, _, _ in prepared})
-            state = {
-                r[0]: (r[1], r[2], r[3], r[4])
-                for r in c.execute(
-                    "SELECT id, lease_owner, status, cancel_requested, last_seq FROM responses"
-                    f" WHERE id IN ({','.join('?' * len(ids))})",
-                    ids,
-                ).fetchall()
-            }
+            rows_now = c.execute(
+                "SELECT id, lease_owner, status, cancel_requested, last_seq, tenant FROM responses"
+                f" WHERE id IN ({','.join('?' * len(ids))})",
+                ids,
+            ).fetchall()
+            state = {r[0]: (r[1], r[2], r[3], r[4]) for r in rows_now}
             out: list[WriteResult] = []
             appends: list[tuple[str, ConversationAppend]] = []
             events: list[tuple[str, int, str, bytes]] = []
@@ -407,26 +431,143 @@ class SQLiteStore(Store):
                 )
             for rid, conv in appends:  # the turn's items, with its terminal write
                 _conv_append(c, conv.conversation_id, rid, conv.items, now)
+            if finishes and fanout.targets:  # the webhook outbox, in the same transaction
+                tenants = {r[0]: r[5] for r in rows_now}
+                outbox = [d for f in finishes for d in fanout.rows(f[4], tenants[f[4]], f[0], now)]
+                if outbox:
+                    c.executemany(_INSERT_DELIVERY, outbox)
+                    queued[0] = True
             return out
 
-        return await self._write(run)
+        fanout = self._fanout
+        queued = [False]
+        results = await self._write(run)
+        if queued[0]:
+            self._wake_webhooks()
+        return results
 
     async def cancel_queued(self, response_id: str, body: dict[str, Any], events: list[StoredEvent]) -> bool:
         data = orjson.dumps(body)
         rows = [(response_id, e.seq, e.type, e.data) for e in events]
         first = events[0].seq if events else 0
 
+        fanout = self._fanout
+
         def run(c: sqlite3.Connection) -> bool:
-            n = c.execute(
+            now = time.time()
+            row = c.execute(
                 "UPDATE responses SET status = 'cancelled', body = ?, last_seq = ?, updated_at = ?"
-                " WHERE id = ? AND status = 'queued' AND last_seq = ?",
-                (data, rows[-1][1] if rows else -1, time.time(), response_id, first - 1),
+                " WHERE id = ? AND status = 'queued' AND last_seq = ? RETURNING tenant",
+                (data, rows[-1][1] if rows else -1, now, response_id, first - 1),
+            ).fetchone()
+            if row is None:
+                return False
+            c.executemany(_INSERT_EVENT, rows)
+            outbox = fanout.rows(response_id, row[0], Status.CANCELLED.value, now)
+            if outbox:
+                c.executemany(_INSERT_DELIVERY, outbox)
+            return True
+
+        done = await self._write(run)
+        if done and fanout.targets:
+            self._wake_webhooks()
+        return done
+
+    # -- webhooks -------------------------------------------------------------------------
+
+    def _wake_webhooks(self) -> None:
+        waiters, self._webhook_waiters = self._webhook_waiters, set()
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait_for_webhooks(self, timeout: float) -> None:
+        # this process's terminal writes wake the dispatcher at once; another process's
+        # are found by the dispatcher's bounded wait (SQLite has no notifications)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._webhook_waiters.add(fut)
+        try:
+            await asyncio.wait({fut}, timeout=timeout)
+        finally:
+            if not fut.done():
+                fut.cancel()
+            self._webhook_waiters.discard(fut)
+
+    async def webhook_claim(self, endpoint: str, owner: str, limit: int, lease_seconds: float) -> list[DeliveryRecord]:
+        def run(c: sqlite3.Connection) -> list[DeliveryRecord]:
+            now = time.time()
+            rows = c.execute(
+                "UPDATE webhook_deliveries SET claimed_by = ?, claimed_until = ?"
+                " WHERE id IN (SELECT id FROM webhook_deliveries WHERE endpoint = ? AND status = 'pending'"
+                " AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until < ?)"
+                " ORDER BY next_attempt_at LIMIT ?)"
+                f" RETURNING {DELIVERY_COLUMNS}",
+                (owner, now + lease_seconds, endpoint, now, now, limit),
+            ).fetchall()
+            return sorted((DeliveryRecord(*r) for r in rows), key=lambda d: d.next_attempt_at or 0.0)
+
+        return await self._write(run)
+
+    async def webhook_result(
+        self,
+        delivery_id: str,
+        owner: str,
+        *,
+        status: str,
+        status_code: int | None,
+        error: str | None,
+        next_attempt_at: float | None,
+    ) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            now = time.time()
+            n = c.execute(
+                "UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, last_status_code = ?,"
+                " last_error = ?, next_attempt_at = ?, delivered_at = ?, claimed_by = NULL, claimed_until = NULL"
+                " WHERE id = ? AND claimed_by = ? AND status = 'pending'",
+                (
+                    status,
+                    status_code,
+                    error,
+                    next_attempt_at,
+                    now if status == "delivered" else None,
+                    delivery_id,
+                    owner,
+                ),
             ).rowcount
-            if n:
-                c.executemany(_INSERT_EVENT, rows)
             return n > 0
 
         return await self._write(run)
+
+    async def webhook_next_due(self, endpoints: list[str]) -> float | None:
+        if not endpoints:
+            return None
+        marks = ",".join("?" * len(endpoints))
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT min(max(next_attempt_at, coalesce(claimed_until, 0))) FROM webhook_deliveries"
+                f" WHERE status = 'pending' AND endpoint IN ({marks})",
+                endpoints,
+            ).fetchone()
+        )
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def webhook_deliveries(
+        self,
+        tenant: str | None,
+        *,
+        response_id: str | None = None,
+        status: str | None = None,
+        after: str | None = None,
+        limit: int = 20,
+    ) -> list[DeliveryRecord]:
+        where, args = _delivery_filter(tenant, response_id, status, after)
+        rows = await self._read(
+            lambda c: c.execute(
+                f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries{where} ORDER BY id DESC LIMIT ?",
+                (*args, max(0, int(limit))),
+            ).fetchall()
+        )
+        return [DeliveryRecord(*r) for r in rows]
 
     async def request_cancel(self, response_id: str) -> bool:
         def run(c: sqlite3.Connection) -> bool:
@@ -591,6 +732,13 @@ class SQLiteStore(Store):
             for i in logs:
                 c.execute("DELETE FROM events WHERE response_id = ?", (i,))
                 c.execute("UPDATE responses SET events_purged = 1 WHERE id = ?", (i,))
+            # finished webhook deliveries go with the responses' retention (pending ones stay
+            # until they are delivered or given up)
+            c.execute(
+                "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries"
+                " WHERE status != 'pending' AND created_at < ? LIMIT ?)",
+                (responses_before, limit),
+            )
             return len(ids), len(logs)
 
         return await self._write(run)
@@ -772,6 +920,26 @@ _INSERT_RESPONSE = (
     " updated_at, last_seq, lease_owner, lease_expires, attempts, idempotency_key, model)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_DELIVERY = f"INSERT INTO webhook_deliveries ({DELIVERY_COLUMNS}) VALUES ({', '.join('?' * 13)})"
+
+
+def _delivery_filter(
+    tenant: str | None, response_id: str | None, status: str | None, after: str | None
+) -> tuple[str, list[Any]]:
+    where: list[str] = []
+    args: list[Any] = []
+    for cond, value in (
+        ("tenant = ?", tenant),
+        ("response_id = ?", response_id),
+        ("status = ?", status),
+        ("id < ?", after),
+    ):
+        if value is not None:
+            where.append(cond)
+            args.append(value)
+    return (" WHERE " + " AND ".join(where) if where else ""), args
+
+
 _INSERT_EVENT = "INSERT INTO events (response_id, seq, type, data) VALUES (?, ?, ?, ?)"
 
 
