@@ -48,8 +48,10 @@ class CliResult:
         return [e for e in self.events if e["event"] == name]
 
 
-def _run(argv: Sequence[str], timeout: float) -> CliResult:
-    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+def _run(argv: Sequence[str], timeout: float, env: dict[str, str] | None = None) -> CliResult:
+    proc = subprocess.run(
+        list(argv), capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
     try:
         events = parse_events(proc.stdout)
     except json.JSONDecodeError as err:
@@ -57,9 +59,9 @@ def _run(argv: Sequence[str], timeout: float) -> CliResult:
     return CliResult(proc.returncode, proc.stdout, proc.stderr, events)
 
 
-def bgmode(*args: str, timeout: float = 90) -> CliResult:
-    """`bgmode ARGS` (stdout is a pipe, so JSON lines)."""
-    return _run([*BGMODE, *args], timeout)
+def bgmode(*args: str, timeout: float = 90, env: dict[str, str] | None = None) -> CliResult:
+    """`bgmode ARGS` (stdout is a pipe, so JSON lines); `env` is added to this process's environment."""
+    return _run([*BGMODE, *args], timeout, env)
 
 
 def script(name: str, *args: str, timeout: float = 90) -> CliResult:

@@ -60,6 +60,10 @@ _TERMINAL_EVENT_TYPES = frozenset(
 CREATE_ATTEMPTS = 6
 #: resumes in a row that bring no new event before the stream is given up for polling
 MAX_IDLE_RESUMES = 3
+#: the most responses one listing page may hold (bgmode's and OpenAI's list limit)
+LIST_PAGE_MAX = 100
+#: response statuses a listing can filter on
+LIST_STATUSES = ("queued", "in_progress", "completed", "failed", "cancelled", "incomplete")
 
 
 # --------------------------------------------------------------------------- errors
@@ -98,6 +102,18 @@ class ResponseExpired(ClientError):
     def __init__(self, response_id: str, message: str) -> None:
         super().__init__(message)
         self.response_id = response_id
+
+
+class ListingUnsupported(ClientError):
+    """The server has no `GET /responses` listing (OpenAI's own API, or an older bgmode)."""
+
+    def __init__(self, base_url: str, status_code: int) -> None:
+        super().__init__(
+            f"the server at {base_url} does not support listing responses "
+            f"(GET {base_url}/responses answered HTTP {status_code}); `bgmode jobs` without --server "
+            "lists the jobs this machine submitted"
+        )
+        self.status_code = status_code
 
 
 class FollowTimeout(ClientError):
@@ -250,6 +266,16 @@ def response_from(value: object) -> Response | None:
     if isinstance(value, Mapping) and value.get("id"):
         return Response.construct(**{str(k): v for k, v in value.items()})
     return None
+
+
+def _listed_response(item: object) -> Response | None:
+    """A listed Response, validated as the SDK would (a shape it does not know: kept as given)."""
+    if not isinstance(item, Mapping) or not item.get("id"):
+        return None
+    try:
+        return Response.model_validate(item)
+    except ValueError:
+        return response_from(item)
 
 
 @dataclass
@@ -686,6 +712,68 @@ class BackgroundClient:
                 stream=True,
                 starting_after=after if after is not None else openai.omit,
                 timeout=self._remaining(deadline, self.stream_read_timeout),
+            )
+
+        return call
+
+    # ----------------------------------------------------------------- the server's listing
+
+    def list_responses(
+        self,
+        *,
+        status: str | None = None,
+        model: str | None = None,
+        limit: int | None = 20,
+        timeout: float | None = None,
+    ) -> list[Response]:
+        """The server's responses, newest first, through bgmode's `GET /responses` listing.
+
+        Pages through `has_more` (`after` = the last id seen) until `limit` responses (None:
+        all of them). Transient failures are retried until `timeout`. Raises
+        `ListingUnsupported` when the server has no such route (404/405: OpenAI's API),
+        `RequestRejected` when it refuses the query (e.g. a bad key).
+        """
+        if limit is not None and limit < 1:
+            raise ValueError("limit must be at least 1 (or None for every response)")
+        deadline = self._deadline(timeout)
+        found: list[Response] = []
+        after: str | None = None
+        while limit is None or len(found) < limit:
+            params: dict[str, Any] = {
+                "order": "desc",
+                "limit": LIST_PAGE_MAX if limit is None else min(LIST_PAGE_MAX, limit - len(found)),
+            }
+            if status is not None:
+                params["status"] = status
+            if model is not None:
+                params["model"] = model
+            if after is not None:
+                params["after"] = after
+            try:
+                page: Any = self._call("list", self._list_call(params, deadline), deadline=deadline)
+            except openai.APIStatusError as err:
+                if err.status_code in (404, 405):
+                    raise ListingUnsupported(self.base_url, err.status_code) from err
+                raise RequestRejected(describe_error(err), status_code=err.status_code, response_id=None) from err
+            data = page.get("data") if isinstance(page, Mapping) else None
+            if not isinstance(data, list):
+                raise RequestRejected(
+                    f"GET {self.base_url}/responses did not answer with a list", status_code=None, response_id=None
+                )
+            items = [r for r in (_listed_response(item) for item in data) if r is not None]
+            found.extend(items)
+            if not page.get("has_more") or not items:
+                break
+            last_id = page.get("last_id")
+            after = last_id if isinstance(last_id, str) and last_id else items[-1].id
+        return found if limit is None else found[:limit]
+
+    def _list_call(self, params: dict[str, Any], deadline: float | None) -> Callable[[], object]:
+        def call() -> object:
+            return self.openai.get(
+                "/responses",
+                cast_to=object,
+                options={"params": params, "timeout": self._remaining(deadline, self.request_timeout)},
             )
 
         return call

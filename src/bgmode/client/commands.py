@@ -362,6 +362,10 @@ def cancel(ctx: click.Context, /, response_id: str, **kw: Any) -> None:
     _one_shot(ctx, response_id, kw, "cancel", lambda c: c.cancel(response_id, timeout=kw["timeout"]))
 
 
+#: how long `bgmode jobs --server` retries an unreachable or overloaded server
+LIST_TIMEOUT = 60.0
+
+
 @click.command()
 @click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True, help="Newest N jobs (0: all).")
 @click.option("--json", "json_lines", is_flag=True, help="JSON lines even when stdout is a terminal.")
@@ -379,8 +383,24 @@ def cancel(ctx: click.Context, /, response_id: str, **kw: Any) -> None:
     metavar="SECONDS",
     help="With --watch: seconds between refreshes.",
 )
-@click.option("--base-url", metavar="URL", help="With --watch: ask this server (default: each job's own).")
-@click.option("--api-key", metavar="KEY", help="With --watch: API key (default: $OPENAI_API_KEY).")
+@click.option(
+    "--server",
+    is_flag=True,
+    help="List the server's responses (GET /v1/responses, a bgmode extension), newest first, instead of the ledger.",
+)
+@click.option(
+    "--status",
+    type=click.Choice(["queued", "in_progress", "completed", "failed", "cancelled", "incomplete"]),
+    help="With --server: only responses with this status.",
+)
+@click.option("--model", metavar="NAME", help="With --server: only responses of this model.")
+@click.option(
+    "--base-url",
+    metavar="URL",
+    help="With --watch: ask this server (default: each job's own). With --server: the server to list "
+    "(default: $OPENAI_BASE_URL, then https://api.openai.com/v1).",
+)
+@click.option("--api-key", metavar="KEY", help="With --watch or --server: API key (default: $OPENAI_API_KEY).")
 @click.pass_context
 def jobs(
     ctx: click.Context,
@@ -389,12 +409,32 @@ def jobs(
     json_lines: bool,
     watch: bool,
     interval: float,
+    server: bool,
+    status: str | None,
+    model: str | None,
     base_url: str | None,
     api_key: str | None,
 ) -> None:
-    """List the jobs in the local ledger (oldest first; with --watch, a live view, newest first)."""
+    """List the jobs in the local ledger (oldest first; with --watch, a live view, newest first;
+    with --server, what the server has, newest first)."""
     from bgmode.client.output import make_reporter
 
+    def given(name: str) -> bool:
+        return ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+
+    if watch and server:
+        raise click.UsageError("give at most one of --watch and --server")
+    for name, flag in (("status", "--status"), ("model", "--model")):
+        if given(name) and not server:
+            raise click.UsageError(f"{flag} needs --server (the ledger is listed without filters)")
+    for name, flag in (("base_url", "--base-url"), ("api_key", "--api-key")):
+        if given(name) and not (watch or server):
+            raise click.UsageError(f"{flag} needs --watch or --server (the ledger is read without a server)")
+    if given("interval") and not watch:
+        raise click.UsageError("--interval needs --watch")
+    if server:
+        _exit(ctx, _list_server(base_url, api_key, status=status, model=model, limit=limit, json_lines=json_lines))
+        return
     if watch:
         import sys
 
@@ -417,6 +457,55 @@ def jobs(
     try:
         for job in Ledger().list(limit or None):
             reporter("job", job.to_dict())
+    finally:
+        reporter.close()
+
+
+def _list_server(
+    base_url: str | None, api_key: str | None, *, status: str | None, model: str | None, limit: int, json_lines: bool
+) -> ExitCode:
+    """`bgmode jobs --server`: one `job` event per listed response, newest first."""
+    from datetime import UTC, datetime
+
+    from bgmode.client.api import BackgroundClient, ClientError, FollowTimeout, resolve_api_key, resolve_base_url
+    from bgmode.client.output import make_reporter
+    from bgmode.client.session import UsageProblem
+
+    url = resolve_base_url(base_url)
+    try:
+        client = BackgroundClient(base_url=url, api_key=resolve_api_key(api_key, url))
+    except UsageProblem as err:
+        raise click.UsageError(str(err)) from err
+    reporter = make_reporter(json_lines=json_lines, show_output_text=False)
+    try:
+        try:
+            listed = client.list_responses(status=status, model=model, limit=limit or None, timeout=LIST_TIMEOUT)
+        except FollowTimeout:
+            reporter("error", {"message": f"no answer from {url} within {LIST_TIMEOUT:g} s"})
+            return ExitCode.ERROR
+        except ClientError as err:
+            reporter("error", {"message": str(err), "status_code": getattr(err, "status_code", None)})
+            return ExitCode.ERROR
+        except KeyboardInterrupt:
+            return ExitCode.INTERRUPTED
+        for response in listed:
+            created = getattr(response, "created_at", None)
+            usage = getattr(response, "usage", None)
+            reporter(
+                "job",
+                {
+                    "response_id": response.id,
+                    "status": getattr(response, "status", None),
+                    "model": getattr(response, "model", None),
+                    "created_at": None
+                    if not isinstance(created, int | float)
+                    else datetime.fromtimestamp(created, UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                    "background": getattr(response, "background", None),
+                    "output_tokens": getattr(usage, "output_tokens", None),
+                    "base_url": url,
+                },
+            )
+        return ExitCode.COMPLETED
     finally:
         reporter.close()
 
