@@ -274,15 +274,18 @@ class LiveReporter(Reporter):
         self.jobs.append(fields)
 
     def _print_jobs(self) -> None:
-        table = Table("created", "response id", "status", "model", "prompt", "base url")
+        # the ledger knows each job's prompt; a server listing (`jobs --server`) its output size
+        server = all("prompt_summary" not in job for job in self.jobs)
+        table = Table("created", "response id", "status", "model", "output tokens" if server else "prompt", "base url")
         for job in self.jobs:
             status = str(job.get("status"))
+            fourth = job.get("output_tokens") if server else job.get("prompt_summary")
             table.add_row(
-                str(job.get("created_at", ""))[:19].replace("T", " "),
+                str(job.get("created_at") or "")[:19].replace("T", " "),
                 str(job.get("response_id") or "-"),
                 Text(status, style=_STATUS_STYLE.get(status, "")),
                 str(job.get("model") or ""),
-                str(job.get("prompt_summary") or ""),
+                "" if fourth is None else str(fourth),
                 str(job.get("base_url") or ""),
             )
         self.console.print(table)
