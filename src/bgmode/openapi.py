@@ -377,6 +377,16 @@ _LIST = _obj(
         "has_more": {"type": "boolean"},
     },
 )
+_RESPONSE_LIST = _obj(
+    ["object", "data", "first_id", "last_id", "has_more"],
+    {
+        "object": {"const": "list"},
+        "data": {"type": "array", "items": _RESPONSE},
+        "first_id": {"type": ["string", "null"]},
+        "last_id": {"type": ["string", "null"]},
+        "has_more": {"type": "boolean"},
+    },
+)
 _LINKS = {
     name: {"operationId": op, "parameters": {"response_id": "$response.body#/id"}}
     for name, op in (
@@ -465,7 +475,29 @@ OPENAPI: dict[str, Any] = {
                     {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"}}
                 ],
                 "responses": {**_ok(_RESPONSE, sse=True, links=True), **_errors(*_auth(400, 404, 413, 429, 503))},
-            }
+            },
+            "get": {
+                "operationId": "listResponses",
+                "summary": "List this API key's responses, newest first (a bgmode extension)",
+                "description": (
+                    "Each item is the Response object exactly as `GET /v1/responses/{response_id}` returns it. "
+                    "Page with `after` = the previous page's `last_id` while `has_more`. Unknown or repeated "
+                    "query parameters are a 400 naming them."
+                ),
+                "parameters": [
+                    {"name": "status", "in": "query", "schema": {"enum": [s.value for s in Status]}},
+                    {"name": "model", "in": "query", "schema": {"type": "string", "minLength": 1}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                    {"name": "order", "in": "query", "schema": {"enum": ["asc", "desc"]}},
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "description": "A response id: list only those after it in `order` (exclusive).",
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {**_ok(_RESPONSE_LIST), **_errors(*_auth(400))},
+            },
         },
         "/v1/responses/{response_id}": {
             "get": {
