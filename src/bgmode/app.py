@@ -56,6 +56,18 @@ class JSON(Response):
         return orjson.dumps(content)
 
 
+class CountedStream(EventStream):
+    """An SSE response counted in `bgmode_sse_streams` while it is being sent (until its last
+    event or the client's disconnect)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        metrics.SSE_STREAMS.inc()
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            metrics.SSE_STREAMS.dec()
+
+
 class Server:
     """Everything one `bgmode serve` process holds: store, hub, worker, service."""
 
@@ -211,7 +223,7 @@ class Server:
             await _send_json(send, exc.status_code, exc.to_json(), exc.headers, request_id)
             return exc.status_code
         if created.stream is not None:
-            stream = EventStream(created.stream)
+            stream = CountedStream(created.stream)
             stream.raw_headers.append((b"x-request-id", request_id))
             scope["bgmode.headers_at"] = time.perf_counter()
             await stream(scope, receive, send)
@@ -245,7 +257,7 @@ class Server:
         q = request.query_params
         after = _int_param(q.get("starting_after"), "starting_after", -1, MAX_SEQUENCE)
         if _flag(q.get("stream"), "stream"):
-            return EventStream(await self.service.stream(rid, tenant, after))
+            return CountedStream(await self.service.stream(rid, tenant, after))
         if after is not None:
             raise InvalidRequest(
                 "'starting_after' is only valid with stream=true.", param="starting_after", code="invalid_value"

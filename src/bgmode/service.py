@@ -289,7 +289,6 @@ class Service:
 
     async def _sync_stream(self, record: ResponseRecord, store: bool) -> AsyncIterator[bytes]:
         stored = False
-        metrics.SSE_STREAMS.inc()
         try:
             async for events in self._run_inline(record):
                 for e in events:
@@ -298,7 +297,6 @@ class Service:
                 await self.store.create(record, [])
                 stored = True
         finally:
-            metrics.SSE_STREAMS.dec()
             await asyncio.shield(self._end_turn(record, stored))
 
     async def _run_inline(self, record: ResponseRecord) -> AsyncIterator[list[StoredEvent]]:
@@ -399,56 +397,52 @@ class Service:
         """
         keepalive = self.limits.keepalive_seconds
         last = after
-        metrics.SSE_STREAMS.inc()
-        try:
-            with self.hub.subscribe(response_id) as live:
-                idle_since = time.monotonic()
-                while not self.shutting_down.is_set():
-                    if first is not None:
-                        page, first = first, None
-                    else:
-                        page = await self.store.events_after(response_id, last, 1000)
-                    if page:
-                        if page[0].seq > last + 1:  # committed logs never have gaps: do not spin on one
-                            log.error("the event log of %s has a gap after %d; ending the stream", response_id, last)
-                            return
-                        chunk, last, done = _frames(page, last)
-                        yield chunk
-                        if done:
-                            return
-                    if len(page) == 1000:
-                        continue
-                    if page:
-                        idle_since = time.monotonic()
-                    # the fast path: committed batches handed over by this process's worker
-                    while (self.hub.running_here(response_id) or not live.empty()) and not self.shutting_down.is_set():
-                        wait = min(1.0, max(0.0, keepalive - (time.monotonic() - idle_since)))
-                        batch = await live.wait(wait)  # everything delivered so far: one send
-                        if not batch:
-                            if time.monotonic() - idle_since >= keepalive:
-                                yield KEEPALIVE
-                                idle_since = time.monotonic()
-                            continue
-                        before = last
-                        chunk, last, done = _frames(batch, last)
-                        if chunk:
-                            yield chunk
-                        if done:
-                            return
-                        if last < batch[-1].seq:
-                            break  # a gap (we subscribed late): the store has every committed event
-                        if last > before:
+        with self.hub.subscribe(response_id) as live:
+            idle_since = time.monotonic()
+            while not self.shutting_down.is_set():
+                if first is not None:
+                    page, first = first, None
+                else:
+                    page = await self.store.events_after(response_id, last, 1000)
+                if page:
+                    if page[0].seq > last + 1:  # committed logs never have gaps: do not spin on one
+                        log.error("the event log of %s has a gap after %d; ending the stream", response_id, last)
+                        return
+                    chunk, last, done = _frames(page, last)
+                    yield chunk
+                    if done:
+                        return
+                if len(page) == 1000:
+                    continue
+                if page:
+                    idle_since = time.monotonic()
+                # the fast path: committed batches handed over by this process's worker
+                while (self.hub.running_here(response_id) or not live.empty()) and not self.shutting_down.is_set():
+                    wait = min(1.0, max(0.0, keepalive - (time.monotonic() - idle_since)))
+                    batch = await live.wait(wait)  # everything delivered so far: one send
+                    if not batch:
+                        if time.monotonic() - idle_since >= keepalive:
+                            yield KEEPALIVE
                             idle_since = time.monotonic()
-                    else:
-                        await self.store.wait_for_events(response_id, last, 0.25)
-                    if time.monotonic() - idle_since >= keepalive:
-                        yield KEEPALIVE
+                        continue
+                    before = last
+                    chunk, last, done = _frames(batch, last)
+                    if chunk:
+                        yield chunk
+                    if done:
+                        return
+                    if last < batch[-1].seq:
+                        break  # a gap (we subscribed late): the store has every committed event
+                    if last > before:
                         idle_since = time.monotonic()
-                        rec = await self.store.get(response_id)
-                        if rec is None or (rec.status in TERMINAL_VALUES and rec.last_seq <= last):
-                            return
-        finally:
-            metrics.SSE_STREAMS.dec()
+                else:
+                    await self.store.wait_for_events(response_id, last, 0.25)
+                if time.monotonic() - idle_since >= keepalive:
+                    yield KEEPALIVE
+                    idle_since = time.monotonic()
+                    rec = await self.store.get(response_id)
+                    if rec is None or (rec.status in TERMINAL_VALUES and rec.last_seq <= last):
+                        return
 
     async def input_items(
         self, response_id: str, tenant: str, limit: int, order: str, after: str | None
