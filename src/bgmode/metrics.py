@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from bgmode.store import Store
 
 # `*_created` timestamps double the series and no dashboard uses them (process-wide setting)
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 REGISTRY = CollectorRegistry(auto_describe=True)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
