@@ -708,3 +708,48 @@ async def test_pg_search_path_isolates_a_schema(pg_database_url: str, opened: li
     assert await b.get(rec.id) is None
     assert await b.claim(W1, 10, 60) == []
     assert [r.id for r in await a.claim(W1, 10, 60)] == [rec.id]
+
+
+# -- queue limits checked inside the create's transaction ---------------------------------------
+
+
+async def test_queue_limit_holds_under_concurrent_creates(connect: Callable[[], Awaitable[Store]]) -> None:
+    from bgmode.store.base import QueueFull
+
+    stores = [await connect() for _ in range(2)]  # two processes, as far as the stores know
+    results = await asyncio.gather(
+        *(stores[i % 2].create(record("t1"), [event(0)], max_queued=1) for i in range(8)), return_exceptions=True
+    )
+    assert sum(isinstance(r, ResponseRecord) for r in results) == 1
+    refused = [r for r in results if isinstance(r, QueueFull)]
+    assert len(refused) == 7 and not any(r.per_tenant for r in refused)
+    assert refused[0].status_code == 429 and refused[0].headers == {"Retry-After": "1"}
+    assert await stores[0].count_queued() == 1
+
+
+async def test_tenant_queue_limit_holds_under_concurrent_creates(connect: Callable[[], Awaitable[Store]]) -> None:
+    from bgmode.store.base import QueueFull
+
+    stores = [await connect() for _ in range(2)]
+    creates = [
+        stores[i % 2].create(record(tenant), [event(0)], max_queued=100, max_queued_tenant=2)
+        for i, tenant in enumerate(["a", "b"] * 6)
+    ]
+    results = await asyncio.gather(*creates, return_exceptions=True)
+    made = [r for r in results if isinstance(r, ResponseRecord)]
+    assert sorted(r.tenant for r in made) == ["a", "a", "b", "b"]
+    assert all(isinstance(r, QueueFull) and r.per_tenant for r in results if not isinstance(r, ResponseRecord))
+    assert (await stores[0].count_queued("a"), await stores[0].count_queued("b")) == (2, 2)
+
+
+async def test_queue_limit_counts_only_queued_and_lets_idempotent_repeats_through(store: Store) -> None:
+    from bgmode.store.base import QueueFull
+
+    first = await store.create(record("t1"), [event(0)], "key-1", max_queued=1)
+    again = await store.create(record("t1"), [event(0)], "key-1", max_queued=1)  # the queue is full
+    assert again.id == first.id
+    with pytest.raises(QueueFull):
+        await store.create(record("t1"), [event(0)], "key-2", max_queued=1)
+    await store.claim(W1, 1, 60)  # running responses are not queued
+    await store.create(record("t1"), [event(0)], max_queued=1)
+    await store.create(record("t1", status=Status.COMPLETED.value), [], max_queued=0)

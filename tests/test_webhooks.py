@@ -433,9 +433,9 @@ def test_load_endpoints_from_file_and_environment(tmp_path: Path) -> None:
     assert (a.name, a.url, a.tenants, len(a.events), a.retry_hours) == (
         "alpha",
         "https://example.test/a",
-        {"t1"},
+        frozenset({"t1"}),
         4,
-        72,
+        72.0,
     )
     assert (b.name, b.events, b.tenants, b.retry_hours) == (
         "webhook-2",

@@ -24,6 +24,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bgmode.errors import RateLimited
 from bgmode.records import ResponseRecord, StoredEvent
 
 
@@ -217,6 +218,31 @@ class Fanout:
         return out
 
 
+class QueueFull(RateLimited):
+    """A create refused by `Store.create(max_queued=..., max_queued_tenant=...)`: the queue (or
+    the tenant's share of it) was full when the create's transaction looked. An API error
+    already (429 `rate_limit_exceeded`, `Retry-After: 1`), so the service can let it through."""
+
+    def __init__(self, limit: int, per_tenant: bool) -> None:
+        who = "for this API key" if per_tenant else "on this server"
+        super().__init__(
+            f"Too many queued responses {who} (limit {limit}); retry later.",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": "1"},
+        )
+        self.limit = limit
+        self.per_tenant = per_tenant
+
+
+def queue_full(total: int, mine: int | None, max_queued: int, max_queued_tenant: int) -> QueueFull | None:
+    """The refusal for a create that finds `total` queued responses (`mine` of its tenant's)."""
+    if max_queued and total >= max_queued:
+        return QueueFull(max_queued, False)
+    if max_queued_tenant and mine is not None and mine >= max_queued_tenant:
+        return QueueFull(max_queued_tenant, True)
+    return None
+
+
 class ConversationLocked(Exception):
     """Another response is running on this conversation (`Store.conversation_begin`)."""
 
@@ -238,12 +264,21 @@ class Store(ABC):
 
     @abstractmethod
     async def create(
-        self, record: ResponseRecord, events: list[StoredEvent], idempotency_key: str | None = None
+        self,
+        record: ResponseRecord,
+        events: list[StoredEvent],
+        idempotency_key: str | None = None,
+        *,
+        max_queued: int = 0,
+        max_queued_tenant: int = 0,
     ) -> ResponseRecord:
         """Insert a response and its first events atomically.
 
         With an `idempotency_key` already used by the same tenant, insert nothing and return
-        the stored response instead.
+        the stored response instead. With `max_queued` / `max_queued_tenant` (0: no limit),
+        raise `QueueFull` and insert nothing when that many responses (of all tenants / of the
+        record's tenant) are already queued; the count and the insert are one atomic step, so
+        concurrent creates never overshoot a limit.
         """
 
     @abstractmethod

@@ -48,6 +48,7 @@ from bgmode.store.base import (
     Write,
     WriteResult,
     listing_query,
+    queue_full,
     unique_ids,
 )
 
@@ -62,6 +63,9 @@ WEBHOOKS_CHANNEL = "bgmode_webhooks"
 EVENTS_CHANNEL = "bgmode_events"
 #: serialises schema creation between processes starting at once
 _SCHEMA_LOCK = 0x62676D6F6465  # "bgmode"
+#: serialise creates that check the queue limits (the second, with a tenant hash: int4 keys)
+_QUEUE_LOCK = 0x62676D6F6471  # "bgmodq"
+_TENANT_QUEUE_LOCK = 0x62677175  # "bgqu"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS bgmode_schema (version INTEGER NOT NULL);
@@ -435,7 +439,13 @@ class PostgresStore(Store):
         await self.pool.fetchval("SELECT 1", timeout=5)
 
     async def create(
-        self, record: ResponseRecord, events: list[StoredEvent], idempotency_key: str | None = None
+        self,
+        record: ResponseRecord,
+        events: list[StoredEvent],
+        idempotency_key: str | None = None,
+        *,
+        max_queued: int = 0,
+        max_queued_tenant: int = 0,
     ) -> ResponseRecord:
         body = record.body_json or orjson.dumps(record.body)
         items = orjson.dumps(record.input_items)
@@ -446,6 +456,16 @@ class PostgresStore(Store):
             model = None
 
         async def run(c: _Conn) -> ResponseRecord | None:
+            if max_queued or max_queued_tenant:
+                if idempotency_key is not None:  # a repeat gets its response, full queue or not
+                    row = await c.fetchrow(
+                        f"SELECT {_COLUMNS} FROM responses WHERE tenant = $1 AND idempotency_key = $2",
+                        record.tenant,
+                        idempotency_key,
+                    )
+                    if row is not None:
+                        return _record(row)
+                await self._check_queue(c, record.tenant, max_queued, max_queued_tenant)
             inserted = await c.fetchval(
                 "INSERT INTO responses (id, tenant, status, background, body, input_items, request, created_at,"
                 " updated_at, last_seq, lease_owner, lease_expires, attempts, idempotency_key, model)"
@@ -493,6 +513,22 @@ class PostgresStore(Store):
             return existing
         record.last_seq = last_seq
         return record
+
+    async def _check_queue(self, c: _Conn, tenant: str, max_queued: int, max_queued_tenant: int) -> None:
+        """Raise `QueueFull` if a limit is reached. Creates with limits take transaction-scoped
+        advisory locks first (the whole queue's, then the tenant's), so each counts only after
+        the previous one committed: concurrent creates never overshoot a limit. Creates without
+        limits take no lock."""
+        total, mine = 0, None
+        if max_queued:
+            await c.execute("SELECT pg_advisory_xact_lock($1)", _QUEUE_LOCK)
+            total = await c.fetchval("SELECT count(*) FROM responses WHERE status = 'queued'")
+        if max_queued_tenant:
+            await c.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _TENANT_QUEUE_LOCK, tenant)
+            mine = await c.fetchval("SELECT count(*) FROM responses WHERE tenant = $1 AND status = 'queued'", tenant)
+        refused = queue_full(total, mine, max_queued, max_queued_tenant)
+        if refused is not None:
+            raise refused
 
     async def get(self, response_id: str, full: bool = True) -> ResponseRecord | None:
         cols = _COLUMNS if full else _SLIM_COLUMNS

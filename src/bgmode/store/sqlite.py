@@ -31,10 +31,12 @@ from bgmode.store.base import (
     ConversationLocked,
     ConversationRecord,
     DeliveryRecord,
+    QueueFull,
     Store,
     Write,
     WriteResult,
     listing_query,
+    queue_full,
     unique_ids,
 )
 
@@ -281,7 +283,13 @@ class SQLiteStore(Store):
         await self._read(lambda c: c.execute("SELECT 1").fetchone())
 
     async def create(
-        self, record: ResponseRecord, events: list[StoredEvent], idempotency_key: str | None = None
+        self,
+        record: ResponseRecord,
+        events: list[StoredEvent],
+        idempotency_key: str | None = None,
+        *,
+        max_queued: int = 0,
+        max_queued_tenant: int = 0,
     ) -> ResponseRecord:
         last_seq = events[-1].seq if events else -1
         row = (
@@ -302,21 +310,34 @@ class SQLiteStore(Store):
             _model(record),
         )
         insert = _Insert(row, [(record.id, e.seq, e.type, e.data) for e in events])
-        if idempotency_key is None:
+        if idempotency_key is None and not max_queued and not max_queued_tenant:
             await self._write(insert)  # batched with the other plain creates of its round
         else:
 
-            def run(c: sqlite3.Connection) -> ResponseRecord | None:
-                found = c.execute(
-                    f"SELECT {_COLUMNS} FROM responses WHERE tenant = ? AND idempotency_key = ?",
-                    (record.tenant, idempotency_key),
-                ).fetchone()
-                if found is not None:
-                    return _record(found)
+            def run(c: sqlite3.Connection) -> ResponseRecord | QueueFull | None:
+                if idempotency_key is not None:
+                    found = c.execute(
+                        f"SELECT {_COLUMNS} FROM responses WHERE tenant = ? AND idempotency_key = ?",
+                        (record.tenant, idempotency_key),
+                    ).fetchone()
+                    if found is not None:
+                        return _record(found)
+                if max_queued or max_queued_tenant:  # one writer: counted and inserted atomically
+                    total = c.execute("SELECT count(*) FROM responses WHERE status = 'queued'").fetchone()[0]
+                    mine = None
+                    if max_queued_tenant:
+                        mine = c.execute(
+                            "SELECT count(*) FROM responses WHERE tenant = ? AND status = 'queued'", (record.tenant,)
+                        ).fetchone()[0]
+                    refused = queue_full(total, mine, max_queued, max_queued_tenant)
+                    if refused is not None:
+                        return refused  # returned, not raised: a raise rolls back the batch
                 insert(c)
                 return None
 
             existing = await self._write(run)
+            if isinstance(existing, QueueFull):
+                raise existing
             if existing is not None:
                 return existing
         record.last_seq = last_seq
