@@ -205,7 +205,7 @@
     }
 
     function rowFor(resp) {
-      const link = el("a", { href: "/dashboard/responses/" + encodeURIComponent(resp.id), class: "mono", text: resp.id });
+      const link = el("a", { href: "/dashboard/responses/" + encodeURIComponent(resp.id), class: "mono", text: resp.id, title: resp.id });
       const usage = resp.usage;
       const tokens = usage ? String(usage.total_tokens) : "–";
       const preview = outputText(resp);
@@ -215,7 +215,7 @@
         el("td", null, link),
         el("td", { class: "status" }, badge(resp.status)),
         el("td", { class: "mono model", text: resp.model }),
-        el("td", { class: "nowrap", text: fmtTime(resp.created_at) }),
+        el("td", { class: "nowrap", text: fmtTime(resp.created_at).slice(5), title: fmtTime(resp.created_at) }),
         el("td", { class: "num", text: tokens }),
         el("td", { class: "preview", text: preview.length > 120 ? preview.slice(0, 120) + "…" : preview, title: preview.slice(0, 1000) }),
       );
