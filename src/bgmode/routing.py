@@ -23,6 +23,9 @@ Responses-only keys: `send_reasoning_effort` (true), `send_verbosity` (true).
 
 With `--upstream-url`, `--upstream-option KEY=VALUE` (repeatable) sets any of these keys for
 that one route, e.g. `--upstream-option send_reasoning_effort=false`.
+
+The same file may carry `[[webhook]]` tables (read by `webhooks.load_endpoints`); a file with
+only webhooks is fine (the models then come from the flags, or are simulated).
 """
 
 from __future__ import annotations
