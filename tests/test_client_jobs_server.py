@@ -3,6 +3,11 @@ PostgreSQL, and a clear message from servers that have no such listing (OpenAI's
 
 from __future__ import annotations
 
+import os
+import pty
+import re
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +16,7 @@ from openai import OpenAI
 
 from tests.faulty_proxy import FaultyProxy
 from tests.serving import BgmodeServer
-from tests.test_client_helpers import CliResult, bgmode
+from tests.test_client_helpers import BGMODE, CliResult, bgmode
 
 pytest_plugins = ("tests.pg",)
 
@@ -39,8 +44,6 @@ def _listed(r: CliResult) -> list[str]:
 
 def _finished(sdk: OpenAI, rid: str) -> str:
     """Wait (bounded, by polling) until `rid` is terminal; return its status."""
-    import time
-
     deadline = time.monotonic() + 60
     while True:
         status = sdk.responses.retrieve(rid).status
@@ -156,3 +159,32 @@ def test_jobs_flag_combinations_are_usage_errors() -> None:
         r = bgmode(*argv)
         assert r.code == 2, (argv, r.stderr)
         assert "Error:" in r.stderr
+
+
+def test_jobs_server_on_a_terminal_draws_a_table(bgmode_server: BgmodeServer) -> None:
+    sdk = OpenAI(base_url=bgmode_server.base_url, api_key="k", max_retries=0)
+    rid = sdk.responses.create(model="table-model", input="hi", background=True, metadata=QUICK).id
+    assert _finished(sdk, rid) == "completed"
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [*BGMODE, "jobs", "--server", "--base-url", bgmode_server.base_url, "--model", "table-model"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    os.close(slave)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(master)
+    assert proc.wait(60) == 0
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+    assert "output tokens" in text and rid in text and "completed" in text and "table-model" in text, text
+    assert '"event"' not in text
