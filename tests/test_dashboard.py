@@ -210,7 +210,9 @@ def test_response_page_streams_resumes_and_cancels(server: BgmodeServer, page: A
             assert time.monotonic() < deadline, [r.query for r in streams]
             time.sleep(0.05)  # polling for a condition with a deadline
             streams = [r for r in proxy.matching("GET", f"/v1/responses/{resp.id}") if "stream" in r.query]
-        assert [r.query["starting_after"] for r in streams[:3]] == [["-1"], ["11"], ["20"]]
+        # (an aborted connection may lose what was in flight: the page resumes after what it saw)
+        cursors = [int(r.query["starting_after"][0]) for r in streams]
+        assert cursors[0] == -1 and 0 <= cursors[1] <= 11 and cursors[1] < cursors[2] <= cursors[1] + 9, cursors
         assert all("key-alice" not in r.path and "key-alice" not in str(r.query) for r in proxy.requests)
         # the event log shows every event once, in order, no gaps from the cuts
         seqs = page.locator("#events-body tr").evaluate_all("rows => rows.map(r => Number(r.dataset.seq))")
@@ -226,8 +228,10 @@ def test_response_page_streams_resumes_and_cancels(server: BgmodeServer, page: A
         final = alice.responses.retrieve(resp.id)
         expect(out).to_have_text(final.output_text)
         expect(page.locator("#usage-output")).to_have_text(str(final.usage.output_tokens if final.usage else "–"))
-        count = page.locator("#events-count").text_content() or ""
-        assert count.strip("()") and int(count.strip("()")) > 20
+        # every event exactly once: as many as the terminal event's sequence_number + 1
+        last = int(page.locator("#events-body tr[data-type='response.failed']").get_attribute("data-seq"))
+        expect(page.locator("#events-count")).to_have_text(f"({last + 1})")
+        assert last > 20
     finally:
         proxy.stop()
 
