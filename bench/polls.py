@@ -44,13 +44,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        help="an extra `bgmode serve` argument (repeatable), e.g. --serve-arg=--log-level=info",
+    )
+    ap.add_argument("--bgmode-only", action="store_true", help="skip the baseline server (A/B runs of bgmode)")
     a = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("needs wrk: apt-get install wrk")
     with tempfile.TemporaryDirectory() as d:
         lua = Path(d) / "get.lua"
         lua.write_text('wrk.method = "GET"\n')
-        server = bgmode(8304, f"sqlite:///{d}/bench.db", "--workers", "2")
+        server = bgmode(8304, f"sqlite:///{d}/bench.db", "--workers", "2", *a.serve_arg)
         try:
             pin(server.pid, "0")
             http = httpx.Client(base_url="http://127.0.0.1:8304/v1", timeout=30)
@@ -62,6 +69,9 @@ def main() -> None:
             rps, bad, p99 = wrk(f"http://127.0.0.1:8304/v1/responses/{rid}", lua, a.seconds, a.connections)
         finally:
             stop(server)
+        if a.bgmode_only:
+            print(f"bgmode polls:                  {rps:8.0f} req/s  p99 {p99:.1f} ms  ({bad} non-2xx)")
+            return
         (Path(d) / "bare_poll.py").write_text(BARE.format(path=str(Path(d) / "body.json")))
         env_dir = ["--app-dir", d]
         bare = start(
