@@ -422,6 +422,7 @@
       done: false,
       createdAt: null,
       liveFromStart: false,  // the page saw the response before its first output
+      finishedAtLoad: false,  // already finished when the page opened: nothing was observed
       firstTokenAt: null,
       finishedAt: null,
       events: 0,
@@ -532,6 +533,7 @@
     function firstToken() {
       if (st.firstTokenAt !== null) return;
       st.firstTokenAt = Date.now() / 1000;
+      if (st.finishedAtLoad) return;  // events carry no timestamps: a replay tells nothing
       if (st.liveFromStart) {
         const after = st.createdAt ? "  (" + fmtDuration(st.firstTokenAt - st.createdAt) + " after created, observed)" : "";
         $("resp-first-token").textContent = fmtTime(st.firstTokenAt, true) + after;
@@ -597,13 +599,15 @@
         default:
           if (TERMINAL_EVENTS.has(type)) {
             st.done = true;
-            st.finishedAt = Date.now() / 1000;
+            if (!st.finishedAtLoad) st.finishedAt = Date.now() / 1000;
             if (ev.response) {
               if (type === "response.cancelled" && ev.response.status !== "cancelled") ev.response.status = "cancelled";
               renderSummary(ev.response);
               renderOutput(ev.response);
             }
-            if (st.firstTokenAt === null) $("resp-first-token").textContent = st.items.size ? "before this page opened" : "no output";
+            if (st.firstTokenAt === null && !st.finishedAtLoad) {
+              $("resp-first-token").textContent = st.items.size ? "before this page opened" : "no output";
+            }
           }
       }
     }
@@ -723,7 +727,8 @@
       authenticated();
       renderSummary(resp);
       st.liveFromStart = !TERMINAL.has(resp.status) && !(resp.output || []).length;
-      if (TERMINAL.has(resp.status)) {
+      st.finishedAtLoad = TERMINAL.has(resp.status);
+      if (st.finishedAtLoad) {
         $("resp-first-token").textContent = "not recorded (finished before this page opened)";
       }
       showOutputEmpty();
@@ -731,6 +736,7 @@
         follow();
       } else {
         const note = $("events-note");
+        show(document.querySelector("table.events"), false);
         note.textContent = "Not a background response: no event log.";
         show(note, true);
         st.done = true;
