@@ -473,10 +473,11 @@ def _list_server(
 
     url = resolve_base_url(base_url)
     try:
-        client = BackgroundClient(base_url=url, api_key=resolve_api_key(api_key, url))
+        key = resolve_api_key(api_key, url)
     except UsageProblem as err:
         raise click.UsageError(str(err)) from err
     reporter = make_reporter(json_lines=json_lines, show_output_text=False)
+    client = BackgroundClient(base_url=url, api_key=key, on_event=reporter)
     try:
         try:
             listed = client.list_responses(status=status, model=model, limit=limit or None, timeout=LIST_TIMEOUT)
