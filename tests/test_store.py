@@ -261,6 +261,31 @@ async def test_write_appends_events_and_finishes(store: Store) -> None:
     assert await seqs(store, rec.id) == [0, 1, 2, 3, 4, 5]
 
 
+async def test_a_checkpoint_is_stored_with_its_events_and_cleared_by_the_finish(store: Store) -> None:
+    rec = await running(store)
+    token = {"id": "resp_upstream", "after": 7, "kinds": {"0": "message"}, "args": {}}
+    later = {**token, "after": 9}
+    assert await store.write(W1, [Write(rec.id, [event(2)], resume=token), Write(rec.id, [event(3)])]) == [
+        WriteResult.OK,
+        WriteResult.OK,
+    ]
+    got = await store.get(rec.id)
+    assert got is not None and got.resume == token  # a write without one keeps it
+    slim = await store.get(rec.id, full=False)
+    assert slim is not None and slim.resume is None  # polls never read it
+    # a fenced write stores nothing of its checkpoint
+    assert await store.write(W2, [Write(rec.id, [event(4)], resume=later)]) == [WriteResult.FENCED]
+    assert await store.write(W1, [Write(rec.id, [event(4)], resume=later)]) == [WriteResult.OK]
+    # the worker is known gone; whoever takes the response over gets the latest checkpoint
+    taken = await store.takeover(rec.id, W2, 30, owner=W1)
+    assert taken is not None and taken.resume == later
+    assert await store.write(W2, [Write(rec.id, [event(5, "response.completed")], None, "completed")]) == [
+        WriteResult.OK
+    ]
+    got = await store.get(rec.id)
+    assert got is not None and got.resume is None
+
+
 async def test_write_is_fenced(store: Store) -> None:
     rec, rec2, rec3 = [await running(store) for _ in range(3)]
     # not the owner

@@ -144,7 +144,12 @@ _V1_ROW = (
 
 
 def _v1_schema(schema: str) -> str:
-    return schema.replace(",\n    model TEXT\n", "\n")
+    """The responses table as bgmode 0.1 made it: no model column (schema 2), no resume (3)."""
+    v1 = schema.replace(",\n    model TEXT,\n    resume BLOB\n", "\n").replace(
+        ",\n    model TEXT,\n    resume BYTEA\n", "\n"
+    )
+    assert "model TEXT" not in v1.split("CREATE TABLE IF NOT EXISTS events")[0]
+    return v1
 
 
 async def test_open_migrates_an_older_database(store_url: str) -> None:

@@ -51,6 +51,9 @@ class Write:
     #: for a finishing write of a response run in a conversation: the items to append to it
     #: (and the turn to end), applied in the same transaction, only if the write is accepted
     conversation: ConversationAppend | None = None
+    #: the backend checkpoint covering these events (`ResponseRecord.resume`; None: keep the
+    #: stored one; a finishing write clears it)
+    resume: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

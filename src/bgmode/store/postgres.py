@@ -57,7 +57,7 @@ log = logging.getLogger("bgmode.store.postgres")
 T = TypeVar("T")
 _Conn: TypeAlias = "asyncpg.Connection | PoolConnectionProxy"
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 WORK_CHANNEL = "bgmode_work"
 WEBHOOKS_CHANNEL = "bgmode_webhooks"
 EVENTS_CHANNEL = "bgmode_events"
@@ -86,7 +86,8 @@ CREATE TABLE IF NOT EXISTS responses (
     attempts INTEGER NOT NULL DEFAULT 0,
     events_purged BOOLEAN NOT NULL DEFAULT FALSE,
     idempotency_key TEXT,
-    model TEXT
+    model TEXT,
+    resume BYTEA
 );
 CREATE INDEX IF NOT EXISTS responses_queued ON responses (created_at) WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS responses_leased ON responses (lease_owner) WHERE lease_owner IS NOT NULL;
@@ -158,11 +159,12 @@ END $$;
 CREATE INDEX IF NOT EXISTS responses_tenant ON responses (tenant, id);
 CREATE INDEX IF NOT EXISTS responses_tenant_status ON responses (tenant, status, id);
 CREATE INDEX IF NOT EXISTS responses_tenant_model ON responses (tenant, model, id);
+ALTER TABLE responses ADD COLUMN IF NOT EXISTS resume BYTEA;
 """
 
 _COLUMNS = (
     "id, tenant, status, background, body, input_items, request, created_at, last_seq, "
-    "cancel_requested, lease_owner, lease_expires, attempts, events_purged"
+    "cancel_requested, lease_owner, lease_expires, attempts, events_purged, resume"
 )
 
 _INSERT_DELIVERIES = (
@@ -194,9 +196,10 @@ WITH u AS (
         last_seq = COALESCE(w.last_seq, r.last_seq),
         lease_owner = CASE WHEN w.finish IS NULL THEN r.lease_owner END,
         lease_expires = CASE WHEN w.finish IS NULL THEN r.lease_expires END,
+        resume = CASE WHEN w.finish IS NULL THEN COALESCE(w.resume, r.resume) END,
         updated_at = $6
-    FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bigint[], $5::boolean[])
-        AS w(id, finish, body, last_seq, notify)
+    FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bigint[], $5::boolean[], $7::bytea[])
+        AS w(id, finish, body, last_seq, notify, resume)
     WHERE r.id = w.id
     RETURNING r.id, r.last_seq, w.notify
 )
@@ -216,7 +219,7 @@ def _prefixed(alias: str) -> str:
 #: what a poll needs: no input items, no run request (they can be large), body not decoded
 _SLIM_COLUMNS = (
     "id, tenant, status, background, body, NULL::bytea, NULL::bytea, created_at, last_seq, "
-    "cancel_requested, lease_owner, lease_expires, attempts, events_purged"
+    "cancel_requested, lease_owner, lease_expires, attempts, events_purged, NULL::bytea"
 )
 
 
@@ -238,6 +241,7 @@ def _record(row: asyncpg.Record) -> ResponseRecord:
         attempts=row[12],
         events_purged=row[13],
         body_json=None if full else bytes(row[4]),
+        resume=None if row[14] is None else orjson.loads(row[14]),
     )
 
 
@@ -614,7 +618,7 @@ class PostgresStore(Store):
         ev_seqs: list[int] = []
         ev_types: list[str] = []
         ev_data: list[bytes] = []
-        # per response: [finish, body, last_seq, notify], merged over its accepted writes
+        # per response: [finish, body, last_seq, notify, resume], merged over its accepted writes
         changes: dict[str, list[Any]] = {}
         appends: list[tuple[str, ConversationAppend]] = []
         for w, body in zip(writes, bodies, strict=True):
@@ -651,7 +655,9 @@ class PostgresStore(Store):
                 ev_seqs.extend(seqs)
                 ev_types.extend(e.type for e in w.events)
                 ev_data.extend(e.data for e in w.events)
-            ch = changes.setdefault(w.response_id, [None, None, None, False])
+            ch = changes.setdefault(w.response_id, [None, None, None, False, None])
+            if w.resume is not None:
+                ch[4] = orjson.dumps(w.resume)
             if seqs:
                 st[3] = ch[2] = seqs[-1]
                 ch[3] = True
@@ -676,6 +682,7 @@ class PostgresStore(Store):
                 [changes[i][2] for i in ids],
                 [changes[i][3] for i in ids],
                 time.time(),
+                [changes[i][4] for i in ids],
             )
         # the turns' items, with their terminal writes (conversation rows locked in id order)
         for rid, conv in sorted(appends, key=lambda a: a[1].conversation_id):

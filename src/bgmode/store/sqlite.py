@@ -42,7 +42,7 @@ from bgmode.store.base import (
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
     id TEXT PRIMARY KEY,
@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS responses (
     attempts INTEGER NOT NULL DEFAULT 0,
     events_purged INTEGER NOT NULL DEFAULT 0,
     idempotency_key TEXT,
-    model TEXT
+    model TEXT,
+    resume BLOB
 );
 CREATE INDEX IF NOT EXISTS responses_queued ON responses (created_at) WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS responses_leased ON responses (lease_owner) WHERE lease_owner IS NOT NULL;
@@ -142,17 +143,26 @@ def _migrate(conn: sqlite3.Connection) -> None:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+    if "resume" not in cols:  # schema 3: backend checkpoints
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if "resume" not in {r[1] for r in conn.execute("PRAGMA table_info(responses)").fetchall()}:
+                conn.execute("ALTER TABLE responses ADD COLUMN resume BLOB")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
     conn.executescript(INDEXES)
 
 
 _COLUMNS = (
     "id, tenant, status, background, body, input_items, request, created_at, last_seq, "
-    "cancel_requested, lease_owner, lease_expires, attempts, events_purged"
+    "cancel_requested, lease_owner, lease_expires, attempts, events_purged, resume"
 )
 #: what a poll needs: no input items, no run request (they can be large), body not decoded
 _SLIM_COLUMNS = (
     "id, tenant, status, background, body, NULL, NULL, created_at, last_seq, "
-    "cancel_requested, lease_owner, lease_expires, attempts, events_purged"
+    "cancel_requested, lease_owner, lease_expires, attempts, events_purged, NULL"
 )
 _MAX_BATCH = 512
 
@@ -175,6 +185,7 @@ def _record(row: tuple[Any, ...]) -> ResponseRecord:
         attempts=row[12],
         events_purged=bool(row[13]),
         body_json=None if full else bytes(row[4]),
+        resume=None if row[14] is None else orjson.loads(row[14]),
     )
 
 
@@ -391,6 +402,7 @@ class SQLiteStore(Store):
                 w,
                 None if w.body is None else orjson.dumps(w.body),
                 [(w.response_id, e.seq, e.type, e.data) for e in w.events],
+                None if w.resume is None else orjson.dumps(w.resume),
             )
             for w in writes
         ]
@@ -398,7 +410,7 @@ class SQLiteStore(Store):
         def run(c: sqlite3.Connection) -> list[WriteResult]:
             # a few statements for the whole batch, not a few per response: the writer holds
             # the GIL while it binds parameters, and the event loop waits for it meanwhile
-            ids = list({w.response_id for w, _, _ in prepared})
+            ids = list({w.response_id for w, _, _, _ in prepared})
             rows_now = c.execute(
                 "SELECT id, lease_owner, status, cancel_requested, last_seq, tenant FROM responses"
                 f" WHERE id IN ({','.join('?' * len(ids))})",
@@ -408,10 +420,10 @@ class SQLiteStore(Store):
             out: list[WriteResult] = []
             appends: list[tuple[str, ConversationAppend]] = []
             events: list[tuple[str, int, str, bytes]] = []
-            progress: list[tuple[bytes | None, int | None, str]] = []
+            progress: list[tuple[bytes | None, int | None, bytes | None, str]] = []
             finishes: list[tuple[str, bytes | None, int | None, float, str]] = []
             now = time.time()
-            for w, body, rows in prepared:
+            for w, body, rows, resume in prepared:
                 st = state.get(w.response_id)
                 if st is None or st[0] != worker_id or st[1] != "in_progress":
                     out.append(WriteResult.FENCED)
@@ -434,20 +446,21 @@ class SQLiteStore(Store):
                     if w.conversation is not None:
                         appends.append((w.response_id, w.conversation))
                 else:
-                    progress.append((body, last, w.response_id))
+                    progress.append((body, last, resume, w.response_id))
                     state[w.response_id] = (st[0], st[1], st[2], new_last)
                 out.append(WriteResult.OK)
             if events:
                 c.executemany(_INSERT_EVENT, events)
             if progress:
                 c.executemany(
-                    "UPDATE responses SET body = COALESCE(?, body), last_seq = COALESCE(?, last_seq) WHERE id = ?",
+                    "UPDATE responses SET body = COALESCE(?, body), last_seq = COALESCE(?, last_seq),"
+                    " resume = COALESCE(?, resume) WHERE id = ?",
                     progress,
                 )
             if finishes:
                 c.executemany(
                     "UPDATE responses SET status = ?, body = COALESCE(?, body), last_seq = COALESCE(?, last_seq),"
-                    " lease_owner = NULL, lease_expires = NULL, updated_at = ? WHERE id = ?",
+                    " lease_owner = NULL, lease_expires = NULL, resume = NULL, updated_at = ? WHERE id = ?",
                     finishes,
                 )
             for rid, conv in appends:  # the turn's items, with its terminal write
