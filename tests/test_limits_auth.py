@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -95,6 +96,21 @@ def test_queue_limit_is_429_with_retry_after(make_server: type[BgmodeServer]) ->
     assert error(resp)["type"] == "rate_limit_error"
     with pytest.raises(openai.RateLimitError):
         client.responses.create(model="m", input="x", background=True)
+
+
+async def test_concurrent_creates_never_overshoot_the_queue_limit(make_server: type[BgmodeServer]) -> None:
+    server = make_server(args=["--workers", "0", "--max-queued", "3"]).start()
+    client = openai.AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    outcomes = await asyncio.gather(
+        *(client.responses.create(model="m", input=f"x{i}", background=True) for i in range(24)),
+        return_exceptions=True,
+    )
+    created = [o for o in outcomes if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes if isinstance(o, openai.RateLimitError)]
+    assert (len(created), len(refused)) == (3, 21)
+    async with httpx.AsyncClient() as http:
+        listing = (await http.get(f"{server.base_url}/responses", params={"status": "queued", "limit": 100})).json()
+    assert sorted(r["id"] for r in listing["data"]) == sorted(r.id for r in created)
 
 
 def test_queue_limit_per_key(make_server: type[BgmodeServer]) -> None:

@@ -19,7 +19,7 @@ from bgmode import metrics
 from bgmode.backends.base import BackendError, Finish, estimate_input_tokens
 from bgmode.context import following, model_request, run_request
 from bgmode.conversations import ConversationNotFound
-from bgmode.errors import InvalidRequest, NotFound, RateLimited, ResponseNotFound
+from bgmode.errors import InvalidRequest, NotFound, ResponseNotFound
 from bgmode.events import TERMINAL_EVENT_TYPES, ResponseBuilder
 from bgmode.hub import Hub
 from bgmode.ids import new_id
@@ -95,8 +95,6 @@ class Service:
         history = await self._history(req, tenant) if req.previous_response_id else None
         response_id = new_id("resp")
         now = time.time()
-        if req.background and (self.limits.max_queued or self.limits.max_queued_per_tenant):
-            await self._check_queue_limits(tenant)
         if req.conversation is not None:
             hold = self.limits.background_hold_seconds if req.background else self.limits.foreground_hold_seconds
             history = await self._begin_turn(req.conversation, tenant, response_id, now + hold)
@@ -126,7 +124,14 @@ class Service:
             record.lease_expires = now + self.worker.config.lease_seconds
             record.attempts = 1
         try:
-            stored = await self.store.create(record, events, idempotency_key)
+            # the queue limits are checked in the create's own transaction (never overshot)
+            stored = await self.store.create(
+                record,
+                events,
+                idempotency_key,
+                max_queued=self.limits.max_queued,
+                max_queued_tenant=self.limits.max_queued_per_tenant,
+            )
         except BaseException:
             if self.worker is not None and reserved:
                 self.worker.run_reserved(None)
@@ -147,21 +152,6 @@ class Service:
         if req.stream:  # a new response's first events are known: no need to read them back
             stream = self.tail(record.id, -1, events if record is stored_new else None)
         return Created(record, stream)
-
-    async def _check_queue_limits(self, tenant: str) -> None:
-        lim = self.limits
-        if lim.max_queued and await self.store.count_queued() >= lim.max_queued:
-            raise RateLimited(
-                f"Too many queued responses on this server (limit {lim.max_queued}); retry later.",
-                code="rate_limit_exceeded",
-                headers={"Retry-After": "1"},
-            )
-        if lim.max_queued_per_tenant and await self.store.count_queued(tenant) >= lim.max_queued_per_tenant:
-            raise RateLimited(
-                f"Too many queued responses for this API key (limit {lim.max_queued_per_tenant}); retry later.",
-                code="rate_limit_exceeded",
-                headers={"Retry-After": "1"},
-            )
 
     async def count_input_tokens(self, body: Any, tenant: str) -> dict[str, Any]:
         """`POST /v1/responses/input_tokens`: the input a create with this body would send, counted
