@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from openai import OpenAI
 
 from bgmode.backends.base import BackendEvent, Checkpoint, Finish, ModelRequest, TextDelta, ToolArguments, user_message
 from bgmode.backends.http import UpstreamSettings
 from bgmode.backends.responses import ResponsesBackend
+from tests.faulty_proxy import FaultyProxy
 from tests.serving import BgmodeServer
 
 SLOW = {"sim_output_tokens": "60", "sim_token_delay_ms": "20"}
@@ -110,3 +114,135 @@ async def test_cancel_reaches_the_upstream_response(backend: ResponsesBackend, b
     assert token is not None
     await backend.cancel(token)
     assert _upstream(bgmode_server, token["id"])["status"] == "cancelled"
+
+
+# -- end to end: bgmode in front of bgmode, SIGKILL mid-stream ------------------------------
+
+
+def _front(
+    make_server: type[BgmodeServer], tmp_path: Path, upstream: BgmodeServer | FaultyProxy, *args: str
+) -> BgmodeServer:
+    """A bgmode whose every model is the `upstream` bgmode, in background mode there."""
+    config = tmp_path / "front.toml"
+    config.write_text(
+        f'[[route]]\nmodel = "*"\napi = "responses"\nbase_url = "{upstream.base_url}"\n'
+        "upstream_background = true\nretry_backoff = 0.05\n"
+    )
+    return make_server(f"sqlite:///{tmp_path / 'front.db'}", args=["--config", str(config), *args]).start()
+
+
+def _deltas_until(client: OpenAI, response_id: str, n: int) -> int:
+    """Follow the response's stream until `n` text deltas were seen; the last sequence number."""
+    seen = 0
+    last = -1
+    with client.responses.retrieve(response_id, stream=True) as stream:
+        for event in stream:
+            last = event.sequence_number
+            if event.type == "response.output_text.delta":
+                seen += 1
+                if seen >= n:
+                    break
+    return last
+
+
+def test_a_crashed_front_reattaches_to_the_upstream_response(make_server: type[BgmodeServer], tmp_path: Path) -> None:
+    upstream = make_server().start()
+    front = _front(make_server, tmp_path, upstream)
+    client = OpenAI(base_url=front.base_url, api_key="k", max_retries=0)
+    created = client.responses.create(
+        model="sim",
+        input="tell me everything",
+        background=True,
+        metadata={"sim_output_tokens": "120", "sim_token_delay_ms": "25"},
+    )
+    _deltas_until(client, created.id, 10)
+    front.kill()  # SIGKILL mid-stream: the upstream response goes on without it
+    front.start()  # same host, the old pid is gone: the new process takes the response over at once
+    events = list(client.responses.retrieve(created.id, stream=True))
+    final = client.responses.retrieve(created.id)
+    assert final.status == "completed", final.error
+    upstream_id = _upstream_id(upstream)
+    answer = _upstream(upstream, upstream_id)["output"][-1]["content"][0]["text"]
+    assert len(answer.split()) == 120
+    assert final.output_text == answer
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == answer  # nothing lost, nothing repeated
+
+
+def test_cancel_reaches_the_upstream_background_response(make_server: type[BgmodeServer], tmp_path: Path) -> None:
+    upstream = make_server().start()
+    front = _front(make_server, tmp_path, upstream)
+    client = OpenAI(base_url=front.base_url, api_key="k", max_retries=0)
+    created = client.responses.create(
+        model="sim",
+        input="a long one",
+        background=True,
+        metadata={"sim_output_tokens": "5000", "sim_token_delay_ms": "20"},
+    )
+    _deltas_until(client, created.id, 3)
+    assert client.responses.cancel(created.id).status == "cancelled"
+    upstream_id = _upstream_id(upstream)
+    deadline = time.monotonic() + 30
+    while _upstream(upstream, upstream_id)["status"] != "cancelled":
+        assert time.monotonic() < deadline, "the upstream response was never cancelled"
+        time.sleep(0.05)  # polling the upstream for the outcome
+
+
+def _upstream_id(upstream: BgmodeServer) -> str:
+    """The one response the front made on its own upstream (listed by bgmode's extension)."""
+    listing = httpx.get(f"{upstream.base_url}/responses").json()
+    assert len(listing["data"]) == 1, listing
+    assert listing["data"][0]["background"] is True
+    return str(listing["data"][0]["id"])
+
+
+def test_a_broken_upstream_stream_is_followed_again_after_the_last_event(
+    make_server: type[BgmodeServer], tmp_path: Path
+) -> None:
+    upstream = make_server().start()
+    with FaultyProxy(upstream.url) as proxy:
+        proxy.cut_streams(2, after_events=15, mode="abort")  # the front's create, then its first reattach
+        front = _front(make_server, tmp_path, proxy)
+        client = OpenAI(base_url=front.base_url, api_key="k", max_retries=0)
+        created = client.responses.create(
+            model="sim",
+            input="tell me everything",
+            background=True,
+            metadata={"sim_output_tokens": "80", "sim_token_delay_ms": "10"},
+        )
+        events = list(client.responses.retrieve(created.id, stream=True))
+        final = client.responses.retrieve(created.id)
+        resumes = [r.query for r in proxy.matching("GET", "/v1/responses/resp_")]
+    assert final.status == "completed", final.error
+    answer = _upstream(upstream, _upstream_id(upstream))["output"][-1]["content"][0]["text"]
+    assert final.output_text == answer
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == answer
+    assert len(resumes) == 2 and all(q["stream"] == ["true"] and int(q["starting_after"][0]) > 0 for q in resumes)
+
+
+def test_a_graceful_restart_leaves_the_response_to_the_next_process(
+    make_server: type[BgmodeServer], tmp_path: Path
+) -> None:
+    upstream = make_server().start()
+    front = _front(make_server, tmp_path, upstream, "--grace-seconds", "0.2")
+    client = OpenAI(base_url=front.base_url, api_key="k", max_retries=0)
+    created = client.responses.create(
+        model="sim",
+        input="tell me everything",
+        background=True,
+        metadata={"sim_output_tokens": "150", "sim_token_delay_ms": "25"},
+    )
+    _deltas_until(client, created.id, 5)
+    assert front.terminate() in (0, -15)  # SIGTERM; the grace is far too short for this response
+    assert client.with_options(base_url=upstream.base_url).responses.retrieve(_upstream_id(upstream)).status in (
+        "queued",
+        "in_progress",
+    )  # the upstream goes on meanwhile
+    front.start()
+    events = list(client.responses.retrieve(created.id, stream=True))
+    final = client.responses.retrieve(created.id)
+    assert final.status == "completed", final.error
+    answer = _upstream(upstream, _upstream_id(upstream))["output"][-1]["content"][0]["text"]
+    assert final.output_text == answer
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == answer

@@ -19,7 +19,8 @@ from a TOML file and/or the one-upstream command-line flags:
 Chat-only keys: `max_tokens_param` ("max_tokens" | "max_completion_tokens"),
 `send_reasoning_effort` (true), `send_verbosity` (false), `stream_usage` (true),
 `accept_files` (false: `input_file` parts are a 400 at create unless the upstream takes them).
-Responses-only keys: `send_reasoning_effort` (true), `send_verbosity` (true).
+Responses-only keys: `send_reasoning_effort` (true), `send_verbosity` (true),
+`upstream_background` (false: true runs responses upstream in background mode, resumable).
 
 With `--upstream-url`, `--upstream-option KEY=VALUE` (repeatable) sets any of these keys for
 that one route, e.g. `--upstream-option send_reasoning_effort=false`.
@@ -58,7 +59,7 @@ _HTTP_KEYS = frozenset(
     }
 )
 _CHAT_KEYS = frozenset({"max_tokens_param", "send_reasoning_effort", "send_verbosity", "stream_usage", "accept_files"})
-_RESPONSES_KEYS = frozenset({"send_reasoning_effort", "send_verbosity"})
+_RESPONSES_KEYS = frozenset({"send_reasoning_effort", "send_verbosity", "upstream_background"})
 _ALLOWED = {
     "sim": _COMMON_KEYS,
     "responses": _COMMON_KEYS | _HTTP_KEYS | _RESPONSES_KEYS,
@@ -248,6 +249,7 @@ def _build_routes(table: dict[str, Any], where: str, env: Mapping[str, str]) -> 
             settings,
             send_reasoning_effort=t.bool_("send_reasoning_effort", True),
             send_verbosity=t.bool_("send_verbosity", True),
+            background=t.bool_("upstream_background", False),
         )
     return [Route(name, backend, api, upstream_model) for name in names]
 

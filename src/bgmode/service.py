@@ -493,7 +493,7 @@ class Service:
                 return settled
             stale = await self.store.takeover(rec.id, self._owner, self.limits.lease_seconds)
             if stale is not None:  # its worker is gone: settle it here
-                await Worker.settle_lost(stale, self._owner, self.store, self.sealer, cancel=True)
+                await Worker.settle_lost(stale, self._owner, self.store, self.sealer, cancel=True, router=self.router)
                 return await self.get(response_id, tenant)
             return await self.get(response_id, tenant)
 

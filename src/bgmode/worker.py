@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bgmode import metrics
-from bgmode.backends.base import BackendError, Finish, ModelRequest, estimate_input_tokens
+from bgmode.backends.base import Backend, BackendError, Checkpoint, Finish, ModelRequest, estimate_input_tokens
 from bgmode.context import model_request
 from bgmode.errors import APIError
 from bgmode.events import ResponseBuilder, Sealer, replay
@@ -73,10 +73,33 @@ class Job:
     created_at: float = 0.0
     tenant: str = ""
     first_output: bool = False
+    #: resumable backends: the latest checkpoint token, and how many buffered events it
+    #: covers (-1: no checkpoint seen, every buffered event may be written)
+    resume: dict[str, Any] | None = None
+    covered: int = -1
+    #: the checkpoint changed since the last write that carried it
+    resume_due: bool = False
 
-    def take(self) -> list[StoredEvent]:
-        buf, self.buf = self.buf, []
+    def take(self, everything: bool = False) -> list[StoredEvent]:
+        """Buffered events to write: all of them, or (after a checkpoint) those the latest
+        checkpoint covers, so that the token written with them matches them exactly."""
+        if everything or self.covered < 0:
+            buf, self.buf = self.buf, []
+            if self.covered > 0:
+                self.covered = 0
+            return buf
+        buf = self.buf[: self.covered]
+        del self.buf[: self.covered]
+        self.covered = 0
         return buf
+
+    def put_back(self, events: list[StoredEvent]) -> None:
+        """Undo a `take` whose write failed."""
+        self.buf[:0] = events
+        if self.covered >= 0:
+            self.covered += len(events)
+        if self.resume is not None:
+            self.resume_due = True
 
 
 @dataclass
@@ -217,7 +240,9 @@ class Worker:
                         cur.write.body = w.body
                     waiters.append((p, cur))
                     continue
-                m = _Pending(Write(w.response_id, list(w.events), w.body, w.finish, w.force, w.conversation), p.job)
+                m = _Pending(
+                    Write(w.response_id, list(w.events), w.body, w.finish, w.force, w.conversation, w.resume), p.job
+                )
                 open_by_id[w.response_id] = m
                 merged.append(m)
                 waiters.append((p, m))
@@ -228,19 +253,27 @@ class Worker:
                 job.dirty = False
                 if not job.buf or job.builder is None:
                     continue
+                events = job.take()
+                if not events:
+                    continue  # nothing covered by a checkpoint yet: the next one marks it dirty
                 body = None
                 if job.snapshot_due:
                     job.snapshot_due = False
                     body = job.builder.snapshot()
-                events = job.take()
+                resume = None
+                if job.resume_due:
+                    job.resume_due = False
+                    resume = job.resume
                 taken.append((job, events))
                 cur = open_by_id.get(job.response_id)
                 if cur is not None and cur.write.finish is None:
                     cur.write.events.extend(events)
                     if body is not None:
                         cur.write.body = body
+                    if resume is not None:
+                        cur.write.resume = resume
                     continue
-                m = _Pending(Write(job.response_id, list(events), body), job)
+                m = _Pending(Write(job.response_id, list(events), body, resume=resume), job)
                 open_by_id[job.response_id] = m
                 merged.append(m)
             results: dict[int, WriteResult] = {}
@@ -256,7 +289,7 @@ class Worker:
                     backoff = min(max(backoff * 2, 0.05), 2.0)
                     log.error("writing %d event batches failed (%s); retrying in %.2fs", len(merged), exc, backoff)
                     for job, events in reversed(taken):
-                        job.buf[:0] = events
+                        job.put_back(events)
                         job.snapshot_due = True
                         if not job.dirty:
                             job.dirty = True
@@ -364,8 +397,13 @@ class Worker:
             job.task.cancel()
 
     async def _execute(self, job: Job, rec: ResponseRecord) -> None:
-        body = rec.body
-        builder = ResponseBuilder(body, rec.last_seq + 1, seal_for(rec, self.sealer))
+        if rec.resume is not None:
+            # taken over from a lost worker: go on from the stored log and its checkpoint
+            builder = replay(rec.body, await _all_events(self.store, rec.id), seal_for(rec, self.sealer))
+            job.resume, job.covered = rec.resume, 0
+            job.first_output = builder.output_started
+        else:
+            builder = ResponseBuilder(rec.body, rec.last_seq + 1, seal_for(rec, self.sealer))
         job.builder = builder
         job.conversation = rec.request.get("conversation")
         if job.conversation is not None:
@@ -398,7 +436,7 @@ class Worker:
             status = Status.FAILED
             error = {"code": "server_error", "message": f"No backend serves model '{request.model}'."}
         else:
-            job.task = asyncio.create_task(self._consume(job, builder, route.backend, request))
+            job.task = asyncio.create_task(self._consume(job, builder, route.backend, request, rec.resume))
             try:
                 fin = await job.task
                 status, reason = ResponseBuilder.finish_status(fin)
@@ -426,13 +464,31 @@ class Worker:
                 status, error, reason = Status.CANCELLED, None, None
 
         await self._finish(job, builder, status, error, reason)
+        if status is Status.CANCELLED and job.resume is not None and route is not None:
+            await route.backend.cancel(job.resume)  # the upstream's own response too
 
-    async def _consume(self, job: Job, builder: ResponseBuilder, backend: Any, request: ModelRequest) -> Finish:
-        stream = backend.stream(request)
+    async def _consume(
+        self,
+        job: Job,
+        builder: ResponseBuilder,
+        backend: Backend,
+        request: ModelRequest,
+        resume: dict[str, Any] | None = None,
+    ) -> Finish:
+        stream = backend.stream(request) if resume is None else backend.resume(request, resume)
         try:
             async for ev in stream:
                 if isinstance(ev, Finish):
                     return ev
+                if type(ev) is Checkpoint:
+                    # everything buffered so far is covered by this token (see `Job.take`)
+                    job.resume, job.covered, job.resume_due = ev.token, len(job.buf), True
+                    if job.buf and not job.dirty:
+                        job.dirty = True
+                        self._dirty.append(job)
+                        if not self._pending_ready.is_set():
+                            self._pending_ready.set()
+                    continue
                 events = builder.feed(ev)
                 if events:
                     if not job.first_output:
@@ -463,7 +519,7 @@ class Worker:
         reason: str | None,
     ) -> None:
         alt = copy.deepcopy(builder) if status != Status.CANCELLED else None
-        unflushed = job.take()
+        unflushed = job.take(everything=True)
         events = unflushed + builder.terminal(status, error=error, incomplete_reason=reason)
         res = await self.submit_and_wait(
             job,
@@ -507,8 +563,13 @@ class Worker:
         )
 
     async def _hand_back(self, job: Job, builder: ResponseBuilder) -> None:
-        """Shutdown: requeue a response with no output; fail one whose output had begun."""
+        """Shutdown: requeue a response with no output; fail one whose output had begun,
+        unless its backend can resume it: that one stays leased (its checkpoint written), for
+        the next process on this host, or any worker once the lease lapses, to take over."""
         await self._drain_writes()
+        if job.resume is not None and not job.fenced:
+            log.info("response %s: left to be resumed after the checkpoint", job.response_id)
+            return
         if not builder.output_started:
             if await self.store.release(job.response_id, self.worker_id):
                 state_change(
@@ -570,7 +631,7 @@ class Worker:
                 continue
             n += 1
             log.warning("response %s: its worker %s is gone; settling it now", rec.id, owner)
-            await self.settle_lost(taken, self.worker_id, self.store, self.sealer)
+            await self._settle_taken(taken)
         return n
 
     async def reap(self) -> int:
@@ -583,14 +644,31 @@ class Worker:
             if rec is None:
                 continue
             n += 1
-            await self.settle_lost(rec, self.worker_id, self.store, self.sealer)
+            await self._settle_taken(rec)
         return n
+
+    async def _settle_taken(self, rec: ResponseRecord) -> None:
+        """A response just taken over: resumed here when its backend left a checkpoint, else
+        settled (`settle_lost`)."""
+        route = self.router.resolve(str(rec.request.get("model")))
+        resumable = route is not None and type(route.backend).resume is not Backend.resume
+        if rec.resume is not None and not rec.cancel_requested and resumable and self._claiming:
+            log.warning("response %s: resuming after its backend checkpoint", rec.id)
+            self._spawn(rec)
+            return
+        await self.settle_lost(rec, self.worker_id, self.store, self.sealer, router=self.router)
 
     @staticmethod
     async def settle_lost(
-        rec: ResponseRecord, worker_id: str, store: Store, sealer: ReasoningSealer | None, cancel: bool = False
+        rec: ResponseRecord,
+        worker_id: str,
+        store: Store,
+        sealer: ReasoningSealer | None,
+        cancel: bool = False,
+        router: Router | None = None,
     ) -> None:
-        """After a takeover: requeue (no output yet) or finish failed/cancelled from the stored log."""
+        """After a takeover: requeue (no output yet) or finish failed/cancelled from the stored
+        log; a cancelled one with a backend checkpoint is cancelled at the model server too."""
         events = await _all_events(store, rec.id)
         builder = replay(rec.body, events, seal_for(rec, sealer))
         if not cancel and not builder.output_started and not rec.cancel_requested:
@@ -612,6 +690,9 @@ class Worker:
             error = {"code": "server_error", "message": "The worker running this response was lost."}
         out = builder.terminal(status, error=error)
         res = await store.write(worker_id, [Write(rec.id, out, builder.body, status.value, force=True)])
+        route = router.resolve(str(rec.request.get("model"))) if router is not None else None
+        if status is Status.CANCELLED and rec.resume is not None and route is not None:
+            await route.backend.cancel(rec.resume)
         if res and res[0] is WriteResult.OK:
             model = rec.request.get("model") or rec.body.get("model")
             now = time.time()
