@@ -186,7 +186,7 @@ def test_response_page_streams_resumes_and_cancels(server: BgmodeServer, page: A
             input="stream me",
             instructions="<b>bold</b> <img src=x>",
             background=True,
-            metadata={"sim_output_tokens": "600", "sim_token_delay_ms": "40"},
+            metadata={"sim_output_tokens": "3000", "sim_token_delay_ms": "40"},
         )
         page.goto(f"http://127.0.0.1:{proxy.port}/dashboard/responses/{resp.id}")
         enter_key(page, "key-alice")
