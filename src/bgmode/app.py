@@ -27,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
-from bgmode import dashboard, metrics, webhooks
+from bgmode import dashboard, logs, metrics, webhooks
 from bgmode.config import Settings
 from bgmode.conversations import Conversations
 from bgmode.errors import APIError, BodyTooLarge, InvalidRequest, ServiceUnavailable, Unauthorized
@@ -132,6 +132,7 @@ class Server:
             await self.worker.stop()
             await self.router.aclose()
             await self.store.close()
+            logs.flush()
 
     async def _sweep_loop(self) -> None:
         s = self.settings
@@ -490,23 +491,13 @@ class App:
         end = time.perf_counter()
         metrics.observe_request(route, method, status, scope.get("bgmode.headers_at", end) - t0)
         if self.access_log and ACCESS.isEnabledFor(_INFO):
-            ms = round((end - t0) * 1000, 2)
-            ACCESS.info(
-                "%s %s %d %.1fms",
+            logs.access(
                 method,
                 route,
                 status,
-                ms,
-                extra={
-                    "fields": {
-                        "method": method,
-                        "route": route,
-                        "status": status,
-                        "duration_ms": ms,
-                        "tenant": scope.get("bgmode.tenant"),
-                        "request_id": request_id.decode("ascii"),
-                    }
-                },
+                round((end - t0) * 1000, 2),
+                scope.get("bgmode.tenant"),
+                request_id.decode("ascii"),
             )
 
 

@@ -13,15 +13,23 @@ Two loggers carry bgmode's structured lines:
   a worker's claim, then its terminal status), with response_id, model, status, attempt and
   worker. Failed and incomplete ones are warnings.
 
+The two structured lines are the hot ones (a create writes an access and a `queued` line),
+so they skip `logging`'s record machinery: built straight to bytes and written once per
+event-loop turn (`_Lines`), about 2.5 µs a line instead of 7-10. A process killed outright can
+lose the lines of the loop turn it died in (microseconds' worth); every other record is
+written at once.
+
 Nothing secret is logged: API keys are turned into tenant names before anything is logged,
 no header is logged but `X-Request-Id`, and upstream keys are redacted by the backends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
+import threading
 import time
 from typing import IO, Any
 
@@ -127,16 +135,71 @@ class LineHandler(logging.Handler):
                 data = fmt.encode(record) + b"\n"
             else:
                 data = self.format(record).encode("utf-8", "replace") + b"\n"
-            if self.fd is None:
-                self.stream.write(data.decode("utf-8", "replace"))
-                self.stream.flush()
-                return
-            view = memoryview(data)
-            while view:
-                n = os.write(self.fd, view)
-                view = view[n:]
+            if _lines is not None and _lines.pending:
+                _lines.flush()  # the fast lines written before this one come first
+            self.write(data)
         except Exception:
             self.handleError(record)
+
+    def write(self, data: bytes) -> None:
+        if self.fd is None:
+            self.stream.write(data.decode("utf-8", "replace"))
+            self.stream.flush()
+            return
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+
+
+class _Lines:
+    """The structured lines' fast path (`access`, `state_change`): built straight to bytes,
+    without a `LogRecord`, and written once per event-loop turn however many requests that
+    turn answered (one `write` for a batch under load). Any other record written meanwhile
+    flushes what is pending first, so lines keep their order."""
+
+    def __init__(self, handler: LineHandler | None, json: bool) -> None:
+        self.handler = handler
+        self.json = json
+        self.pending: list[bytes] = []
+        self.lock = threading.Lock()
+        self._clock = _Clock()
+
+    def line(self, level: str, logger: str, msg: str, fields: dict[str, Any]) -> bytes:
+        now = time.time()
+        if self.json:
+            return orjson.dumps(
+                {"ts": self._clock.iso(now), "level": level, "logger": logger, "msg": msg, **fields}, default=str
+            )
+        ms = int((now - int(now)) * 1000)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+        extra = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+        return f"{stamp},{ms:03d} {level.upper()} {logger}: {msg}  {extra}".encode("utf-8", "replace")
+
+    def add(self, data: bytes) -> None:
+        with self.lock:
+            self.pending.append(data)
+            first = len(self.pending) == 1
+        if first:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no event loop here: write at once
+                self.flush()
+
+    def flush(self) -> None:
+        with self.lock:
+            if not self.pending:
+                return
+            data = b"\n".join(self.pending) + b"\n"
+            self.pending.clear()
+        handler = self.handler
+        if handler is None:
+            return
+        handler.write(data)
+
+
+#: set by `configure`; None: the structured lines go through `logging` like any record
+_lines: _Lines | None = None
 
 
 def default_format(stream: IO[str] | None = None) -> str:
@@ -169,7 +232,33 @@ def configure(fmt: str | None = None, level: str = "info", stream: IO[str] | Non
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    global _lines
+    _lines = _Lines(handler, isinstance(handler.formatter, JSONFormatter))
     return handler
+
+
+def flush() -> None:
+    """Write the structured lines still pending (at shutdown)."""
+    if _lines is not None:
+        _lines.flush()
+
+
+def access(method: str, route: str, status: int, duration_ms: float, tenant: str | None, request_id: str) -> None:
+    """One `bgmode.access` line for an answered request."""
+    msg = f"{method} {route} {status} {duration_ms:.1f}ms"
+    fields = {
+        "method": method,
+        "route": route,
+        "status": status,
+        "duration_ms": duration_ms,
+        "tenant": tenant,
+        "request_id": request_id,
+    }
+    lines = _lines
+    if lines is not None:
+        lines.add(lines.line("info", "bgmode.access", msg, fields))
+    else:
+        ACCESS.info("%s", msg, extra={"fields": fields})
 
 
 # -- the structured lines ----------------------------------------------------------------------
@@ -213,6 +302,11 @@ def state_change(
     if reason is not None:
         fields["reason"] = reason
     where = " (foreground)" if foreground else ""
+    lines = _lines
+    if lines is not None and not failed:
+        msg = f"response {response_id} {status}{where}: model={model}"
+        lines.add(lines.line("info", "bgmode.response", msg, fields))
+        return
     if failed:
         detail = f"error={error.get('code')}: {error.get('message')}" if error else f"reason={reason}"
         RESPONSE.warning(

@@ -16,6 +16,7 @@ from types import FrameType
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from bgmode import logs
 from bgmode.app import Server, create_app
 from bgmode.config import Settings
 from bgmode.errors import InvalidRequest
@@ -81,4 +82,7 @@ def run(settings: Settings, router: Router, log_level: str = "info") -> None:
     # collector from about a tenth of the event loop's time on the create path to little.
     gc.freeze()
     gc.set_threshold(20_000, 50, 1000)
-    _Uvicorn(config, app.state.server).run()
+    try:
+        _Uvicorn(config, app.state.server).run()
+    finally:
+        logs.flush()
