@@ -145,43 +145,47 @@ def _deltas_until(client: OpenAI, response_id: str, n: int) -> int:
     return last
 
 
-def test_a_crashed_front_reattaches_to_the_upstream_response(make_server: type[BgmodeServer], tmp_path: Path) -> None:
-    upstream = make_server().start()
-    front = _front(make_server, tmp_path, upstream)
-    client = OpenAI(base_url=front.base_url, api_key="k", max_retries=0)
+def _create(client: OpenAI, tokens: int, delay_ms: int) -> str:
+    """A background response of `tokens` simulated words at `delay_ms` each, on the upstream."""
     created = client.responses.create(
         model="sim",
         input="tell me everything",
         background=True,
-        metadata={"sim_output_tokens": "120", "sim_token_delay_ms": "25"},
+        metadata={"sim_output_tokens": str(tokens), "sim_token_delay_ms": str(delay_ms)},
     )
-    _deltas_until(client, created.id, 10)
-    front.kill()  # SIGKILL mid-stream: the upstream response goes on without it
-    front.start()  # same host, the old pid is gone: the new process takes the response over at once
-    events = list(client.responses.retrieve(created.id, stream=True))
-    final = client.responses.retrieve(created.id)
+    return created.id
+
+
+def _assert_whole(client: OpenAI, upstream: BgmodeServer, response_id: str) -> None:
+    """The front's response completed with exactly the upstream's text: its whole event log
+    0..n, and its deltas spell that text once (nothing lost, nothing repeated)."""
+    events = list(client.responses.retrieve(response_id, stream=True))
+    final = client.responses.retrieve(response_id)
     assert final.status == "completed", final.error
-    upstream_id = _upstream_id(upstream)
-    answer = _upstream(upstream, upstream_id)["output"][-1]["content"][0]["text"]
-    assert len(answer.split()) == 120
+    answer = _upstream(upstream, _upstream_id(upstream))["output"][-1]["content"][0]["text"]
     assert final.output_text == answer
     assert [e.sequence_number for e in events] == list(range(len(events)))
-    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
-    assert deltas == answer  # nothing lost, nothing repeated
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == answer
+
+
+def test_a_crashed_front_reattaches_to_the_upstream_response(make_server: type[BgmodeServer], tmp_path: Path) -> None:
+    upstream = make_server().start()
+    front = _front(make_server, tmp_path, upstream)
+    client = OpenAI(base_url=front.base_url, api_key="k", max_retries=0)
+    rid = _create(client, 120, 25)
+    _deltas_until(client, rid, 10)
+    front.kill()  # SIGKILL mid-stream: the upstream response goes on without it
+    front.start()  # same host, the old pid is gone: the new process takes the response over at once
+    _assert_whole(client, upstream, rid)
 
 
 def test_cancel_reaches_the_upstream_background_response(make_server: type[BgmodeServer], tmp_path: Path) -> None:
     upstream = make_server().start()
     front = _front(make_server, tmp_path, upstream)
     client = OpenAI(base_url=front.base_url, api_key="k", max_retries=0)
-    created = client.responses.create(
-        model="sim",
-        input="a long one",
-        background=True,
-        metadata={"sim_output_tokens": "5000", "sim_token_delay_ms": "20"},
-    )
-    _deltas_until(client, created.id, 3)
-    assert client.responses.cancel(created.id).status == "cancelled"
+    rid = _create(client, 5000, 20)
+    _deltas_until(client, rid, 3)
+    assert client.responses.cancel(rid).status == "cancelled"
     upstream_id = _upstream_id(upstream)
     deadline = time.monotonic() + 30
     while _upstream(upstream, upstream_id)["status"] != "cancelled":
@@ -205,19 +209,8 @@ def test_a_broken_upstream_stream_is_followed_again_after_the_last_event(
         proxy.cut_streams(2, after_events=15, mode="abort")  # the front's create, then its first reattach
         front = _front(make_server, tmp_path, proxy)
         client = OpenAI(base_url=front.base_url, api_key="k", max_retries=0)
-        created = client.responses.create(
-            model="sim",
-            input="tell me everything",
-            background=True,
-            metadata={"sim_output_tokens": "80", "sim_token_delay_ms": "10"},
-        )
-        events = list(client.responses.retrieve(created.id, stream=True))
-        final = client.responses.retrieve(created.id)
+        _assert_whole(client, upstream, _create(client, 80, 10))
         resumes = [r.query for r in proxy.matching("GET", "/v1/responses/resp_")]
-    assert final.status == "completed", final.error
-    answer = _upstream(upstream, _upstream_id(upstream))["output"][-1]["content"][0]["text"]
-    assert final.output_text == answer
-    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == answer
     assert len(resumes) == 2 and all(q["stream"] == ["true"] and int(q["starting_after"][0]) > 0 for q in resumes)
 
 
@@ -227,22 +220,12 @@ def test_a_graceful_restart_leaves_the_response_to_the_next_process(
     upstream = make_server().start()
     front = _front(make_server, tmp_path, upstream, "--grace-seconds", "0.2")
     client = OpenAI(base_url=front.base_url, api_key="k", max_retries=0)
-    created = client.responses.create(
-        model="sim",
-        input="tell me everything",
-        background=True,
-        metadata={"sim_output_tokens": "150", "sim_token_delay_ms": "25"},
-    )
-    _deltas_until(client, created.id, 5)
+    rid = _create(client, 150, 25)
+    _deltas_until(client, rid, 5)
     assert front.terminate() in (0, -15)  # SIGTERM; the grace is far too short for this response
     assert client.with_options(base_url=upstream.base_url).responses.retrieve(_upstream_id(upstream)).status in (
         "queued",
         "in_progress",
     )  # the upstream goes on meanwhile
     front.start()
-    events = list(client.responses.retrieve(created.id, stream=True))
-    final = client.responses.retrieve(created.id)
-    assert final.status == "completed", final.error
-    answer = _upstream(upstream, _upstream_id(upstream))["output"][-1]["content"][0]["text"]
-    assert final.output_text == answer
-    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == answer
+    _assert_whole(client, upstream, rid)

@@ -22,12 +22,12 @@ events into deltas (`build_body`, `parse`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import urllib.request
 from abc import abstractmethod
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -265,15 +265,7 @@ class HTTPBackend(Backend):
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[BackendEvent]:
         body = orjson.dumps(self.build_body(request))
-        async with AsyncExitStack() as stack:
-            if self._slots is not None:
-                self.waiting += 1
-                try:
-                    await stack.enter_async_context(self._slots)
-                finally:
-                    self.waiting -= 1
-            self.running += 1
-            stack.callback(self._done)
+        async with self.slot():
             attempt = 0
             while True:
                 progress = Progress()
@@ -321,8 +313,24 @@ class HTTPBackend(Backend):
                 )
                 await asyncio.sleep(delay)
 
-    def _done(self) -> None:
-        self.running -= 1
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """One of the backend's concurrency slots (taken before connecting), counted in
+        `waiting` while it is awaited and in `running` while it is held."""
+        slots = self._slots
+        if slots is not None:
+            self.waiting += 1
+            try:
+                await slots.acquire()
+            finally:
+                self.waiting -= 1
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
+            if slots is not None:
+                slots.release()
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -27,7 +27,6 @@ streamed); `output_text.annotation.added` → `Annotation`; the end of any of th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -37,6 +36,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
+from bgmode import metrics
 from bgmode.backends.base import (
     Annotation,
     BackendError,
@@ -156,7 +156,7 @@ class ResponsesBackend(HTTPBackend):
         event handled, so nothing is lost or repeated. A `Checkpoint` follows every upstream
         event that produced output."""
         body = orjson.dumps(self.build_body(request)) if token is None else b""
-        async with _slot(self):
+        async with self.slot():
             progress = Progress()
             parser = _Parser(request, progress, token)
             attempt = 0
@@ -204,6 +204,7 @@ class ResponsesBackend(HTTPBackend):
                     failure = exc
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     failure = self._transport_failure(exc, progress)
+                metrics.upstream_error(self.where, failure.kind)
                 message = failure.message
                 if parser.upstream_id is None and progress.deltas:
                     raise BackendError(self._redact(message), failure.code)  # nothing to reattach to
@@ -418,25 +419,6 @@ class _Parser:
                 out.append(ReasoningToken(token))
         out.append(ItemEnd())
         return out
-
-
-@contextlib.asynccontextmanager
-async def _slot(backend: HTTPBackend) -> AsyncIterator[None]:
-    """One of the backend's concurrency slots, counted in `waiting` then `running`."""
-    slots = backend._slots
-    if slots is not None:
-        backend.waiting += 1
-        try:
-            await slots.acquire()
-        finally:
-            backend.waiting -= 1
-    backend.running += 1
-    try:
-        yield
-    finally:
-        backend.running -= 1
-        if slots is not None:
-            slots.release()
 
 
 #: upstream item types bgmode models itself (the rest are relayed as they are)
