@@ -688,6 +688,21 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics of this process, and store-wide response counts",
+                "description": "Needs a valid API key when keys are configured, unless the server runs with "
+                "`--metrics-public`.",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(401),
+                },
+            }
+        },
         "/healthz": {
             "get": {
                 "operationId": "health",
