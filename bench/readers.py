@@ -9,6 +9,10 @@
    (target p99 < 50 ms).
 3. Memory: RSS of the server before and after 1,000 queued responses (workers 0), per response
    (target < 50 KB).
+
+    python bench/readers.py --json PATH     # also write the numbers as JSON
+
+Importable: `replay`, `tail`, `memory` (given a running server), or `measure()` for all three.
 """
 
 from __future__ import annotations
@@ -18,15 +22,11 @@ import asyncio
 import statistics
 import tempfile
 import time
+from typing import Any
 
 import aiohttp
 import httpx
-from _procs import bgmode, stop
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+from _procs import bgmode, free_port, quantile, rss_kib, stop, write_json
 
 
 async def replay(base: str, events: int) -> float:
@@ -93,23 +93,38 @@ async def memory(base: str, pid: int, n: int = 1000) -> float:
     return per
 
 
+async def measure(events: int = 10_000, tailers: int = 100, queued: int = 1000) -> dict[str, Any]:
+    """All three: {"replay_s", "replay_events", "lag_ms": {"p50", "p99"}, "rss_per_queued_bytes"}."""
+    with tempfile.TemporaryDirectory() as d:
+        port = free_port()
+        server = bgmode(port, f"sqlite:///{d}/r.db")
+        try:
+            best = await replay(f"http://127.0.0.1:{port}/v1", events)
+            lags = await tail(f"http://127.0.0.1:{port}/v1", tailers)
+        finally:
+            stop(server)
+        port = free_port()
+        api = bgmode(port, f"sqlite:///{d}/m.db", "--workers", "0")
+        try:
+            per = await memory(f"http://127.0.0.1:{port}/v1", api.pid, queued)
+        finally:
+            stop(api)
+    return {
+        "replay_s": best,
+        "replay_events": events,
+        "tailers": tailers,
+        "lag_ms": {"p50": quantile(lags, 0.5), "p99": quantile(lags, 0.99)},
+        "rss_per_queued_bytes": per,
+    }
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=10_000)
     ap.add_argument("--tailers", type=int, default=100)
+    ap.add_argument("--json", help="also write the numbers to this file")
     a = ap.parse_args()
-    with tempfile.TemporaryDirectory() as d:
-        server = bgmode(8306, f"sqlite:///{d}/r.db")
-        try:
-            await replay("http://127.0.0.1:8306/v1", a.events)
-            await tail("http://127.0.0.1:8306/v1", a.tailers)
-        finally:
-            stop(server)
-        api = bgmode(8307, f"sqlite:///{d}/m.db", "--workers", "0")
-        try:
-            await memory("http://127.0.0.1:8307/v1", api.pid)
-        finally:
-            stop(api)
+    write_json(a.json, await measure(a.events, a.tailers))
 
 
 if __name__ == "__main__":

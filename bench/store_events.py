@@ -8,6 +8,7 @@
 with `--per-write` events each (what one flusher batch looks like under load), and calls
 follow each other as the flusher's do (one at a time per process; `--flushers` processes'
 worth in parallel). Events are ~150-byte `response.output_text.delta` JSON.
+`--json PATH` also writes {store kind ("sqlite", "postgresql"): events/s}. Importable: `bench(...)`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import time
 import orjson
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from _procs import write_json
 
 from bgmode.records import ResponseRecord, Status, StoredEvent
 from bgmode.store import Store, Write, WriteResult, open_store
@@ -98,6 +101,7 @@ def main() -> None:
     ap.add_argument("--per-write", type=int, default=25)
     ap.add_argument("--flushers", type=int, default=1)
     ap.add_argument("--local-postgres", action="store_true", help="start a throwaway cluster (needs initdb)")
+    ap.add_argument("--json", help="also write the numbers to this file")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="bgmode-bench-")
     urls = list(args.urls) or [f"sqlite:///{tmp}/bench.db"]
@@ -108,9 +112,13 @@ def main() -> None:
         cluster = start_local_cluster()
         asyncio.run(admin(cluster.url, "CREATE DATABASE bench"))
         urls.append(with_database(cluster.url, "bench"))
+    rates: dict[str, float] = {}
     try:
         for url in urls:
-            asyncio.run(bench(url, args.events, args.responses, args.per_write, args.flushers))
+            rate = asyncio.run(bench(url, args.events, args.responses, args.per_write, args.flushers))
+            kind = url.split(":")[0]  # "sqlite" or "postgresql": no path, no credentials
+            rates[kind if kind not in rates else f"{kind}#{len(rates)}"] = rate
+        write_json(args.json, rates)
     finally:
         if cluster is not None:
             cluster.stop()
