@@ -159,7 +159,13 @@ END $$;
 CREATE INDEX IF NOT EXISTS responses_tenant ON responses (tenant, id);
 CREATE INDEX IF NOT EXISTS responses_tenant_status ON responses (tenant, status, id);
 CREATE INDEX IF NOT EXISTS responses_tenant_model ON responses (tenant, model, id);
-ALTER TABLE responses ADD COLUMN IF NOT EXISTS resume BYTEA;
+DO $$ BEGIN
+    -- schema 3: backend checkpoints (checked first: ALTER locks the table even when it adds nothing)
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'responses' AND column_name = 'resume') THEN
+        ALTER TABLE responses ADD COLUMN resume BYTEA;
+    END IF;
+END $$;
 """
 
 _COLUMNS = (
