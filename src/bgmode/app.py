@@ -495,9 +495,9 @@ class App:
                 method,
                 route,
                 status,
-                round((end - t0) * 1000, 2),
+                (end - t0) * 1000,
                 scope.get("bgmode.tenant"),
-                request_id.decode("ascii"),
+                request_id,
             )
 
 
