@@ -9,7 +9,6 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from openai import OpenAI
@@ -18,23 +17,16 @@ from tests.faulty_proxy import FaultyProxy
 from tests.serving import BgmodeServer
 from tests.test_client_helpers import BGMODE, CliResult, bgmode
 
-pytest_plugins = ("tests.pg",)
-
 QUICK = {"sim_output_tokens": "2", "sim_token_delay_ms": "0"}
 #: a response that runs until it is cancelled
 LONG = {"sim_output_tokens": "100000", "sim_token_delay_ms": "50"}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'bgmode.db'}"
-    return str(request.getfixturevalue("pg_database_url"))
-
-
 @pytest.fixture
-def keyed(make_server: type[BgmodeServer], store_url: str) -> Iterator[BgmodeServer]:
-    yield make_server(store_url, args=["--api-keys", "ka:alice,kb:bob"]).start()
+def keyed(make_server: type[BgmodeServer]) -> Iterator[BgmodeServer]:
+    # one store is enough here: the listing itself is tested on SQLite and PostgreSQL in
+    # tests/test_listing.py and tests/test_store_listing.py; this is the client's side
+    yield make_server(args=["--api-keys", "ka:alice,kb:bob"]).start()
 
 
 def _listed(r: CliResult) -> list[str]:
