@@ -26,7 +26,7 @@ def fill(path: str) -> int:
     """Write a filler file until the filesystem is full; returns its size."""
     size = 0
     chunk = b"\0" * (1 << 16)
-    with open(path, "wb") as f:
+    with open(path, "wb", buffering=0) as f:  # unbuffered: nothing left to fail at close
         with contextlib.suppress(OSError):
             while True:
                 f.write(chunk)
