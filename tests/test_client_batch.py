@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import pty
-import re
 import sqlite3
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +12,7 @@ from openai import OpenAI
 from bgmode.client.batch import batch_key, line_sha
 from bgmode.client.ledger import Ledger
 from tests.serving import BgmodeServer
-from tests.test_client_helpers import BGMODE, LiveProcess, bgmode
+from tests.test_client_helpers import BGMODE, LiveProcess, bgmode, on_terminal
 
 
 def _write(path: Path, lines: list[Any]) -> Path:
@@ -179,27 +175,7 @@ def test_429_is_retried_without_losing_lines(make_server: type[BgmodeServer], tm
 
 def test_terminal_shows_a_live_view_and_writes_the_default_output(bgmode_server: BgmodeServer, tmp_path: Path) -> None:
     path = _write(tmp_path / "in.jsonl", [_prompt("one"), _prompt("two")])
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [*BGMODE, *_batch(bgmode_server, path)],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    os.close(slave)
-    screen = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: the process closed the terminal
-            break
-        if not chunk:
-            break
-        screen += chunk
-    os.close(master)
-    assert proc.wait(60) == 0
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+    text = on_terminal(*_batch(bgmode_server, path))
     assert "batch: 2 finished (2 completed)" in text, text
     assert "line 1 completed" in text and "line 2 completed" in text
     results = tmp_path / "in.results.jsonl"

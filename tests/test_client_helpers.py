@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -62,6 +64,28 @@ def _run(argv: Sequence[str], timeout: float, env: dict[str, str] | None = None)
 def bgmode(*args: str, timeout: float = 90, env: dict[str, str] | None = None) -> CliResult:
     """`bgmode ARGS` (stdout is a pipe, so JSON lines); `env` is added to this process's environment."""
     return _run([*BGMODE, *args], timeout, env)
+
+
+def on_terminal(*args: str, timeout: float = 60) -> str:
+    """Run `bgmode ARGS` on a pseudo-terminal (200 columns) until it exits 0; the screen it
+    drew, without escape sequences."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [*BGMODE, *args], stdin=slave, stdout=slave, stderr=slave, env={**os.environ, "COLUMNS": "200"}
+    )
+    os.close(slave)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(master)
+    assert proc.wait(timeout) == 0
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
 
 
 def script(name: str, *args: str, timeout: float = 90) -> CliResult:

@@ -3,10 +3,6 @@ PostgreSQL, and a clear message from servers that have no such listing (OpenAI's
 
 from __future__ import annotations
 
-import os
-import pty
-import re
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -15,7 +11,7 @@ from openai import OpenAI
 
 from tests.faulty_proxy import FaultyProxy
 from tests.serving import BgmodeServer
-from tests.test_client_helpers import BGMODE, CliResult, bgmode
+from tests.test_client_helpers import CliResult, bgmode, on_terminal
 
 QUICK = {"sim_output_tokens": "2", "sim_token_delay_ms": "0"}
 #: a response that runs until it is cancelled
@@ -157,26 +153,6 @@ def test_jobs_server_on_a_terminal_draws_a_table(bgmode_server: BgmodeServer) ->
     sdk = OpenAI(base_url=bgmode_server.base_url, api_key="k", max_retries=0)
     rid = sdk.responses.create(model="table-model", input="hi", background=True, metadata=QUICK).id
     assert _finished(sdk, rid) == "completed"
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [*BGMODE, "jobs", "--server", "--base-url", bgmode_server.base_url, "--model", "table-model"],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    os.close(slave)
-    screen = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: the process closed the terminal
-            break
-        if not chunk:
-            break
-        screen += chunk
-    os.close(master)
-    assert proc.wait(60) == 0
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+    text = on_terminal("jobs", "--server", "--base-url", bgmode_server.base_url, "--model", "table-model")
     assert "output tokens" in text and rid in text and "completed" in text and "table-model" in text, text
     assert '"event"' not in text

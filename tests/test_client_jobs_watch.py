@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import pty
-import re
-import subprocess
-
 from tests.serving import BgmodeServer
-from tests.test_client_helpers import BGMODE, FAST, LiveProcess, bgmode
+from tests.test_client_helpers import BGMODE, FAST, LiveProcess, bgmode, on_terminal
 
 SOME = ("--metadata", "sim_output_tokens=60", "--metadata", "sim_token_delay_ms=15")
 LONG = ("--metadata", "sim_output_tokens=5000", "--metadata", "sim_token_delay_ms=20")
@@ -48,25 +43,5 @@ def test_watch_refreshes_until_every_job_has_finished(bgmode_server: BgmodeServe
 
 def test_watch_on_a_terminal_draws_a_table(bgmode_server: BgmodeServer) -> None:
     rid = _detached(bgmode_server, *FAST)
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [*BGMODE, "jobs", "--watch", "--interval", "0.2"],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    os.close(slave)
-    screen = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: the process closed the terminal
-            break
-        if not chunk:
-            break
-        screen += chunk
-    os.close(master)
-    assert proc.wait(60) == 0
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+    text = on_terminal("jobs", "--watch", "--interval", "0.2")
     assert "response id" in text and rid in text and "completed" in text, text

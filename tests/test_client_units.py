@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import pty
-import select
-import subprocess
-import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -30,7 +25,7 @@ from bgmode.client.ledger import Ledger, default_ledger_path
 from bgmode.client.outcome import ExitCode, exit_code_for
 from bgmode.client.output import JsonLinesReporter, LiveReporter
 from tests.serving import BgmodeServer
-from tests.test_client_helpers import BGMODE, FAST
+from tests.test_client_helpers import FAST, on_terminal
 
 # --------------------------------------------------------------------------- request
 
@@ -194,32 +189,6 @@ def test_live_reporter_renders_progress_and_summary() -> None:
 
 def test_terminal_gets_the_live_view(bgmode_server: BgmodeServer) -> None:
     """With a terminal on stdout, `bgmode run` draws the rich view instead of JSON lines."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [*BGMODE, "run", "--base-url", bgmode_server.base_url, "--prompt", "hi", "--poll-seconds", "0.2", *FAST],
-        stdout=slave,
-        stderr=slave,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, "TERM": "xterm", "COLUMNS": "100"},
-    )
-    os.close(slave)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 1)
-        if not ready:
-            if proc.poll() is not None:
-                break
-            continue
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    assert proc.wait(30) == 0
-    out = b"".join(chunks).decode(errors="replace")
+    out = on_terminal("run", "--base-url", bgmode_server.base_url, "--prompt", "hi", "--poll-seconds", "0.2", *FAST)
     assert "completed" in out and "resp_" in out
     assert '"event"' not in out
