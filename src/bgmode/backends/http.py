@@ -297,21 +297,28 @@ class HTTPBackend(Backend):
                 if progress.deltas:
                     # Never retry after output was streamed: the text would be repeated.
                     raise BackendError(self._redact(message), failure.code)
-                if not failure.retryable or attempt >= self.settings.max_retries:
-                    if attempt:
-                        message += f" (gave up after {attempt + 1} attempts)"
-                    raise BackendError(self._redact(message), failure.code)
-                delay = self._backoff(attempt, failure.retry_after)
-                attempt += 1
-                log.warning(
-                    "%s: %s; retry %d/%d in %.2fs",
-                    self.where,
-                    self._redact(message),
-                    attempt,
-                    self.settings.max_retries,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+                attempt = await self._wait_to_retry(failure, message, attempt, "retry")
+
+    async def _wait_to_retry(self, failure: UpstreamFailure, message: str, attempt: int, what: str) -> int:
+        """Raise the failure as a `BackendError` if it is not worth another attempt (or the
+        attempts are used up); else log it, wait the backoff, and return the next attempt's number."""
+        if not failure.retryable or attempt >= self.settings.max_retries:
+            if attempt:
+                message += f" (gave up after {attempt + 1} attempts)"
+            raise BackendError(self._redact(message), failure.code)
+        delay = self._backoff(attempt, failure.retry_after)
+        attempt += 1
+        log.warning(
+            "%s: %s; %s %d/%d in %.2fs",
+            self.where,
+            self._redact(message),
+            what,
+            attempt,
+            self.settings.max_retries,
+            delay,
+        )
+        await asyncio.sleep(delay)
+        return attempt
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:

@@ -26,7 +26,6 @@ streamed); `output_text.annotation.added` → `Annotation`; the end of any of th
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -210,22 +209,9 @@ class ResponsesBackend(HTTPBackend):
                     raise BackendError(self._redact(message), failure.code)  # nothing to reattach to
                 if parser.seq > seen:
                     attempt = 0  # it moved on since the last break: a fresh budget
-                if not failure.retryable or attempt >= self.settings.max_retries:
-                    if attempt:
-                        message += f" (gave up after {attempt + 1} attempts)"
-                    raise BackendError(self._redact(message), failure.code)
-                delay = self._backoff(attempt, failure.retry_after)
-                attempt += 1
-                log.warning(
-                    "%s: %s; %s %d/%d in %.2fs",
-                    self.where,
-                    self._redact(message),
-                    "retry" if parser.upstream_id is None else "reattach",
-                    attempt,
-                    self.settings.max_retries,
-                    delay,
+                attempt = await self._wait_to_retry(
+                    failure, message, attempt, "retry" if parser.upstream_id is None else "reattach"
                 )
-                await asyncio.sleep(delay)
 
     async def count_input_tokens(self, request: ModelRequest) -> int:
         """The upstream's own count (`POST {base_url}/responses/input_tokens`), else an estimate."""
