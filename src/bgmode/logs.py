@@ -347,30 +347,6 @@ def state_change(
     if not RESPONSE.isEnabledFor(level):
         return
     where = " (foreground)" if foreground else ""
-    lines = _lines
-    if lines is not None and lines.json and not failed:
-        # the common line (queued, in_progress, completed, cancelled), built in one dict
-        out: dict[str, Any] = {
-            "ts": lines._clock.iso(time.time()),
-            "level": "info",
-            "logger": "bgmode.response",
-            "msg": f"response {response_id} {status}{where}: model={model}",
-            "response_id": response_id,
-            "model": model if isinstance(model, str) else str(model),
-            "status": status,
-            "attempt": attempt,
-            "worker": worker,
-        }
-        if tenant is not None:
-            out["tenant"] = tenant
-        if route is not None:
-            out["route"] = route
-        if duration_ms is not None:
-            out["duration_ms"] = round(duration_ms, 1)
-        if reason is not None:
-            out["reason"] = reason
-        lines.add(orjson.dumps(out))
-        return
     fields: dict[str, Any] = {
         "response_id": response_id,
         "model": model,
@@ -389,6 +365,7 @@ def state_change(
         fields["error"] = error.get("message")
     if reason is not None:
         fields["reason"] = reason
+    lines = _lines
     if lines is not None and not failed:
         msg = f"response {response_id} {status}{where}: model={model}"
         lines.add(lines.line("info", "bgmode.response", msg, fields))
