@@ -261,18 +261,18 @@ def access(method: str, route: str, status: int, duration_ms: float, tenant: str
     hottest line bgmode writes)."""
     lines = _lines
     if lines is not None and lines.json:
+        key = (method, route, status)
+        head = _access_heads.get(key)
+        if head is None:
+            head = _access_head(method, route, status)
         ms = b"%.2f" % duration_ms
         lines.add(
-            _ACCESS_JSON
+            b'{"ts":"%s%s%s%s%s,"tenant":%s,"request_id":"%s"}'
             % (
                 lines._clock.iso_bytes(time.time()),
-                _ascii(method),
-                _ascii(route),
-                status,
+                head[0],
                 ms,
-                _ascii(method),
-                _ascii(route),
-                status,
+                head[1],
                 ms,
                 _json_text(tenant),
                 request_id if _PLAIN_ID(request_id) else orjson.dumps(request_id.decode("ascii"))[1:-1],
@@ -294,24 +294,24 @@ def access(method: str, route: str, status: int, duration_ms: float, tenant: str
         ACCESS.info("%s", msg, extra={"fields": fields})
 
 
-_ACCESS_JSON = (
-    b'{"ts":"%s","level":"info","logger":"bgmode.access","msg":"%s %s %d %sms","method":"%s","route":"%s",'
-    b'"status":%d,"duration_ms":%s,"tenant":%s,"request_id":"%s"}'
-)
+_access_heads: dict[tuple[str, str, int], tuple[bytes, bytes]] = {}
+
+
+def _access_head(method: str, route: str, status: int) -> tuple[bytes, bytes]:
+    """The constant parts of an access line for one method, route and status, made once."""
+    m, r = orjson.dumps(method)[1:-1], orjson.dumps(route)[1:-1]
+    head = (
+        b'","level":"info","logger":"bgmode.access","msg":"%s %s %d ' % (m, r, status),
+        b'ms","method":"%s","route":"%s","status":%d,"duration_ms":' % (m, r, status),
+    )
+    if len(_access_heads) < 1000:
+        _access_heads[(method, route, status)] = head
+    return head
+
+
 #: request ids that need no JSON escaping (what bgmode makes, and most clients send)
 _PLAIN_ID = re.compile(rb"[A-Za-z0-9_.:/+=-]*").fullmatch
-_ascii_cache: dict[str, bytes] = {}
 _json_cache: dict[str | None, bytes] = {}
-
-
-def _ascii(text: str) -> bytes:
-    """`text` (a method or a route template: a few distinct values) as JSON string content."""
-    out = _ascii_cache.get(text)
-    if out is None:
-        out = orjson.dumps(text)[1:-1]
-        if len(_ascii_cache) < 1000:
-            _ascii_cache[text] = out
-    return out
 
 
 def _json_text(text: str | None) -> bytes:
@@ -325,6 +325,12 @@ def _json_text(text: str | None) -> bytes:
 
 
 # -- the structured lines ----------------------------------------------------------------------
+
+
+_STATE_JSON = (
+    b'{"ts":"%s","level":"info","logger":"bgmode.response","msg":"response %s %s%s: model=%s",'
+    b'"response_id":%s,"model":%s,"status":"%s","attempt":%s,"worker":%s%s}'
+)
 
 
 def state_change(
@@ -347,6 +353,36 @@ def state_change(
     if not RESPONSE.isEnabledFor(level):
         return
     where = " (foreground)" if foreground else ""
+    lines = _lines
+    if lines is not None and lines.json and not failed:  # the common line, straight to bytes
+        rid = orjson.dumps(response_id)
+        mj = orjson.dumps(model if isinstance(model, str) else str(model))
+        tail = b""
+        if tenant is not None:
+            tail += b',"tenant":' + _json_text(tenant)
+        if route is not None:
+            tail += b',"route":' + _json_text(route)
+        if duration_ms is not None:
+            tail += b',"duration_ms":' + orjson.dumps(round(duration_ms, 1))
+        if reason is not None:
+            tail += b',"reason":' + orjson.dumps(reason)
+        lines.add(
+            _STATE_JSON
+            % (
+                lines._clock.iso_bytes(time.time()),
+                rid[1:-1],
+                status.encode(),
+                where.encode(),
+                mj[1:-1],
+                rid,
+                mj,
+                status.encode(),
+                b"null" if attempt is None else b"%d" % attempt,
+                _json_text(worker),
+                tail,
+            )
+        )
+        return
     fields: dict[str, Any] = {
         "response_id": response_id,
         "model": model,
@@ -365,7 +401,6 @@ def state_change(
         fields["error"] = error.get("message")
     if reason is not None:
         fields["reason"] = reason
-    lines = _lines
     if lines is not None and not failed:
         msg = f"response {response_id} {status}{where}: model={model}"
         lines.add(lines.line("info", "bgmode.response", msg, fields))

@@ -106,12 +106,27 @@ SSE_STREAMS = Gauge("bgmode_sse_streams", "Live server-sent event streams in thi
 
 # -- responses -------------------------------------------------------------------------------
 
-RESPONSES_CREATED = Counter(
-    "bgmode_responses_created",
-    "Responses created by this process, by model and mode (background, foreground).",
-    ["model", "mode"],
-    registry=REGISTRY,
-)
+
+class _Created:
+    """`bgmode_responses_created_total{model,mode}`, plain numbers like `_Requests` (every create
+    counts one)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[object, bool], int] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "bgmode_responses_created",
+            "Responses created by this process, by model and mode (background, foreground).",
+            labels=["model", "mode"],
+        )
+        for (model, background), n in list(self.counts.items()):
+            family.add_metric([str(model), "background" if background else "foreground"], n)
+        yield family
+
+
+_CREATED = _Created()
+REGISTRY.register(_CREATED)
 RESPONSES_FINISHED = Counter(
     "bgmode_responses_finished",
     "Responses this process wrote a terminal status for, by model and status.",
@@ -215,7 +230,13 @@ def observe_request(route: str, method: str, status: int, seconds: float) -> Non
 
 
 def response_created(model: object, background: bool) -> None:
-    _child(RESPONSES_CREATED, model_label(model), "background" if background else "foreground").inc()
+    counts = _CREATED.counts
+    key = (model, background)
+    n = counts.get(key)
+    if n is None:  # a model not counted yet: its label (or "other", past MAX_MODELS)
+        key = (model_label(model), background)
+        n = counts.get(key, 0)
+    counts[key] = n + 1
 
 
 def response_started(model: object, created_at: float, now: float) -> None:

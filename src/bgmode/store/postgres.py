@@ -147,7 +147,7 @@ CREATE INDEX IF NOT EXISTS webhook_deliveries_finished ON webhook_deliveries (cr
 """
 
 #: schema version 1 → 2 (idempotent; run under the schema lock): the model column, filled in
-#: from the stored bodies, and the indexes a tenant's listing walks (newest id first)
+#: from the stored bodies, and the index a tenant's listing walks (`listing_query`)
 MIGRATE = """
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM information_schema.columns
@@ -156,9 +156,9 @@ DO $$ BEGIN
         UPDATE responses SET model = convert_from(body, 'UTF8')::jsonb ->> 'model';
     END IF;
 END $$;
-CREATE INDEX IF NOT EXISTS responses_tenant ON responses (tenant, id);
 CREATE INDEX IF NOT EXISTS responses_tenant_status ON responses (tenant, status, id);
-CREATE INDEX IF NOT EXISTS responses_tenant_model ON responses (tenant, model, id);
+DROP INDEX IF EXISTS responses_tenant;
+DROP INDEX IF EXISTS responses_tenant_model;
 DO $$ BEGIN
     -- schema 3: backend checkpoints (checked first: ALTER locks the table even when it adds nothing)
     IF NOT EXISTS (SELECT 1 FROM information_schema.columns
