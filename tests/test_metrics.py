@@ -3,6 +3,7 @@ with prometheus-client's own parser; the series a dashboard graphs change as a u
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -203,3 +204,24 @@ def test_store_wide_gauges_agree_across_processes(pg_database_url: str, make_ser
     wait_for(agree, timeout=10, what="both processes to report 3 queued and 2 cancelled")
     assert value(scrape(b), "bgmode_responses_finished_total", model="m", status="cancelled") == 2
     assert total(scrape(a), "bgmode_responses_finished_total") == 0
+
+
+def test_a_client_that_hangs_up_stops_its_stream_and_the_response_runs_on(make_server: type[BgmodeServer]) -> None:
+    """Both stream kinds (a streamed background create, and `GET ?stream=true`) stop being sent
+    as soon as their client goes away, while the response itself keeps running."""
+    server = make_server(args=["--workers", "2"]).start()
+    c = OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    body = {"model": "m", "input": "hi", "background": True, "stream": True, "metadata": sim(100000, 5)}
+    with httpx.stream("POST", f"{server.base_url}/responses", json=body, timeout=30) as created:
+        lines = created.iter_lines()
+        assert next(lines) == "event: response.created"
+        rid = json.loads(next(lines).removeprefix("data: "))["response"]["id"]
+        wait_for(lambda: value(scrape(server), "bgmode_sse_streams") == 1, what="the create's stream")
+    wait_for(lambda: value(scrape(server), "bgmode_sse_streams") == 0, what="the create's stream ended")
+    with httpx.stream("GET", f"{server.base_url}/responses/{rid}", params={"stream": "true"}, timeout=30) as live:
+        lines = live.iter_lines()
+        assert next(lines) == "event: response.created"
+        wait_for(lambda: value(scrape(server), "bgmode_sse_streams") == 1, what="the GET stream")
+    wait_for(lambda: value(scrape(server), "bgmode_sse_streams") == 0, what="the GET stream ended")
+    assert c.responses.retrieve(rid).status == "in_progress"  # only the streams stopped
+    assert c.responses.cancel(rid).status == "cancelled"

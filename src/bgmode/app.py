@@ -56,18 +56,6 @@ class JSON(Response):
         return orjson.dumps(content)
 
 
-class CountedStream(EventStream):
-    """An SSE response counted in `bgmode_sse_streams` while it is being sent (until its last
-    event or the client's disconnect)."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        metrics.SSE_STREAMS.inc()
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            metrics.SSE_STREAMS.dec()
-
-
 class Server:
     """Everything one `bgmode serve` process holds: store, hub, worker, service."""
 
@@ -224,10 +212,8 @@ class Server:
             await _send_json(send, exc.status_code, exc.to_json(), exc.headers, request_id)
             return exc.status_code
         if created.stream is not None:
-            stream = CountedStream(created.stream)
-            stream.raw_headers.append((b"x-request-id", request_id))
             scope["bgmode.headers_at"] = time.perf_counter()
-            await stream(scope, receive, send)
+            await EventStream(created.stream, request_id)(scope, receive, send)
             return 200
         rec = created.record
         await _send_json(send, 200, rec.body_json or orjson.dumps(rec.body), None, request_id)
@@ -252,13 +238,13 @@ class Server:
         await _send_json(send, 200, body, None, request_id)
         return 200
 
-    async def retrieve(self, request: Request) -> Response:
+    async def retrieve(self, request: Request) -> Response | EventStream:
         tenant = self.tenant(request)
         rid = request.path_params["response_id"]
         q = request.query_params
         after = _int_param(q.get("starting_after"), "starting_after", -1, MAX_SEQUENCE)
         if _flag(q.get("stream"), "stream"):
-            return CountedStream(await self.service.stream(rid, tenant, after))
+            return EventStream(await self.service.stream(rid, tenant, after))
         if after is not None:
             raise InvalidRequest(
                 "'starting_after' is only valid with stream=true.", param="starting_after", code="invalid_value"
