@@ -3,14 +3,20 @@ refuses part of it."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-from bgmode.events import ResponseBuilder
+import orjson
+
+from bgmode.backends.base import Backend, BackendEvent, Finish, ModelRequest, TextDelta, Usage
+from bgmode.events import TERMINAL_EVENT_TYPES, ResponseBuilder
 from bgmode.hub import Hub
 from bgmode.records import ResponseRecord, Status
-from bgmode.routing import Router
+from bgmode.routing import Route, Router
 from bgmode.store import Write, WriteResult, open_store
-from bgmode.worker import Worker
+from bgmode.worker import Worker, WorkerConfig
 
 
 async def test_a_refused_finish_does_not_take_earlier_events_with_it(tmp_path: Path) -> None:
@@ -48,6 +54,76 @@ async def test_a_refused_finish_does_not_take_earlier_events_with_it(tmp_path: P
             (1, "response.queued"),
             (2, "response.in_progress"),
         ]
+    finally:
+        await worker.stop(grace=0)
+        await store.close()
+
+
+class _Gated(Backend):
+    """Streams some text, then waits for `go` before streaming the rest and stopping normally."""
+
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+        self.streamed = asyncio.Event()
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[BackendEvent]:
+        for word in ("one ", "two ", "three "):
+            yield TextDelta(word)
+        self.streamed.set()
+        await self.go.wait()
+        yield TextDelta("four")
+        yield Usage(7, 4)
+        yield Finish()
+
+
+async def test_a_finish_refused_by_an_earlier_cancel_ends_cancelled_with_all_the_output(tmp_path: Path) -> None:
+    """The model finishes normally, but a cancel was committed first and the worker has not
+    heard of it (it learns of cancels on its next heartbeat): the store refuses the completion
+    and the worker writes the cancelled terminal instead, built from the stored log plus what
+    it had not flushed yet. The log stays 0..n, the open message is closed `incomplete` with
+    every delta in it, and the backend's usage is kept."""
+    store = open_store(f"sqlite:///{tmp_path / 'w.db'}")
+    await store.open()
+    backend = _Gated()
+    router = Router({"*": Route("*", backend, "sim")})
+    worker = Worker(store, router, Hub(), WorkerConfig(concurrency=1, heartbeat_seconds=3600))
+    body = {"id": "resp_1", "object": "response", "status": "queued", "output": [], "max_tool_calls": None}
+    b = ResponseBuilder(dict(body), 0)
+    rec = ResponseRecord(
+        id="resp_1",
+        tenant="t",
+        status=Status.QUEUED.value,
+        background=True,
+        body=body,
+        input_items=[],
+        request={"model": "m"},
+        created_at=time.time(),
+    )
+    await store.create(rec, [b.lifecycle("response.created"), b.lifecycle("response.queued")])
+    await worker.start()
+    try:
+        await asyncio.wait_for(backend.streamed.wait(), 10)
+        assert await store.request_cancel("resp_1")
+        backend.go.set()
+        deadline = time.monotonic() + 10
+        while (got := await store.get("resp_1")) is not None and got.status == "in_progress":
+            assert time.monotonic() < deadline, "the response never ended"
+            await asyncio.sleep(0.01)
+        assert got is not None and got.status == "cancelled"
+        events = await store.events_after("resp_1", -1)
+        assert [e.seq for e in events] == list(range(len(events)))
+        terminal = [e for e in events if e.type in TERMINAL_EVENT_TYPES]
+        assert terminal == [events[-1]]  # one terminal event, the last one
+        final = orjson.loads(events[-1].data)["response"]
+        assert final["status"] == "cancelled"
+        deltas = "".join(orjson.loads(e.data)["delta"] for e in events if e.type == "response.output_text.delta")
+        assert deltas == "one two three four"
+        assert got.body["status"] == "cancelled"
+        [message] = final["output"]
+        assert message["status"] == "incomplete"
+        assert message["content"][0]["text"] == "one two three four"
+        assert final["usage"]["input_tokens"] == 7 and final["usage"]["output_tokens"] == 4
+        assert got.body["output"] == final["output"]
     finally:
         await worker.stop(grace=0)
         await store.close()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import os
 import socket
@@ -518,7 +517,6 @@ class Worker:
         error: dict[str, Any] | None,
         reason: str | None,
     ) -> None:
-        alt = copy.deepcopy(builder) if status != Status.CANCELLED else None
         unflushed = job.take(everything=True)
         events = unflushed + builder.terminal(status, error=error, incomplete_reason=reason)
         res = await self.submit_and_wait(
@@ -527,8 +525,12 @@ class Worker:
         )
         if res is WriteResult.OK:
             self._finished(job, status.value, builder.body.get("usage"), error, reason)
-        if res is WriteResult.CANCEL_REQUESTED and alt is not None:
-            # the cancel committed first: finish cancelled instead (the refused write wrote nothing)
+        if res is WriteResult.CANCEL_REQUESTED and status != Status.CANCELLED:
+            # the cancel committed first: finish cancelled instead (the refused write wrote
+            # nothing). The builder already holds the refused terminal, so the cancelled one is
+            # built from the log as it stands: everything committed (all this job's earlier
+            # writes were settled before this one) plus what this write carried unflushed.
+            alt = await self._rebuild(job, builder, unflushed)
             events = unflushed + alt.terminal(Status.CANCELLED)
             res = await self.submit_and_wait(
                 job,
@@ -543,6 +545,15 @@ class Worker:
             )
             if res is WriteResult.OK:
                 self._finished(job, Status.CANCELLED.value, alt.body.get("usage"), None, None)
+
+    async def _rebuild(self, job: Job, builder: ResponseBuilder, unflushed: list[StoredEvent]) -> ResponseBuilder:
+        """A builder positioned where `builder` was before its terminal events: replayed from the
+        stored log and `unflushed` (only for the rare finish refused by a cancel, so that no
+        finish pays for a copy of its output in advance)."""
+        alt = replay(builder.body, [*await _all_events(self.store, job.response_id), *unflushed], builder.seal)
+        alt.input_tokens_estimate = builder.input_tokens_estimate
+        alt._usage = builder._usage  # reported by the backend (not in the log)
+        return alt
 
     def _finished(self, job: Job, status: str, usage: Any, error: dict[str, Any] | None, reason: str | None) -> None:
         """Count and log a terminal write this worker made."""
