@@ -1,6 +1,7 @@
 """The whole benchmark suite against its baselines, several rounds, in one run.
 
     python bench/run.py [--rounds 3] [--quick] [--only creates,polls,...] [--out bench/results]
+                        [--litellm PATH]
 
 Each round runs every selected benchmark, bgmode and its baseline one after the other (the
 order alternates from round to round) so both see the same machine state:
@@ -8,7 +9,8 @@ order alternates from round to round) so both see the same machine state:
 - creates    durable background creates vs a bare Starlette no-op (wrk, 16/64/128 connections)
 - polls      polls of a finished response vs a bare endpoint answering the same bytes
 - relay      200 streams x 100 tokens relayed by bgmode vs read from the fake upstream
-             directly (and through LiteLLM's proxy when `import litellm` works)
+             directly (and through LiteLLM's proxy, chat and /v1/responses, when its
+             `litellm` executable is found: --litellm PATH, see relay.py)
 - relay500   the same with 500 tokens per stream
 - seqcreates sequential creates while 200 relayed jobs run vs the same server idle
 - rss        RSS per response with 1,000 queued + 200 running
@@ -52,7 +54,12 @@ import worker_events
 from _procs import ROOT
 
 BENCHES = ["creates", "polls", "relay", "relay500", "seqcreates", "rss", "readers", "store", "worker"]
-WAYS_LABEL = {"direct": "direct upstream", "bgmode": "bgmode (background+stream)", "litellm": "LiteLLM proxy"}
+WAYS_LABEL = {
+    "direct": "direct upstream",
+    "bgmode": "bgmode (background+stream)",
+    "litellm": "LiteLLM proxy (chat)",
+    "litellm_responses": "LiteLLM proxy (responses)",
+}
 
 
 # -- the machine ---------------------------------------------------------------------------
@@ -87,7 +94,7 @@ def machine() -> dict[str, Any]:
         "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
         "loadavg_start": loadavg(),
         "wrk": shutil.which("wrk") is not None,
-        "litellm": relay.litellm_available(),
+        "litellm": relay.litellm_version() if relay.litellm_available() else None,
     }
 
 
@@ -135,7 +142,7 @@ def run_polls(p: Params, rnd: int, state: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_relay(p: Params, rnd: int, tokens: int) -> dict[str, Any]:
-    ways = ["direct", "bgmode"] + (["litellm"] if relay.litellm_available() else [])
+    ways = ["direct", "bgmode"] + (relay.LITELLM_WAYS if relay.litellm_available() else [])
     with relay.upstream(tokens, 20) as up:
         return {way: relay.measure(way, up, p.streams) for way in ordered(ways, rnd)}
 
@@ -307,8 +314,20 @@ def rows(raw: dict[str, list[dict[str, Any]]], errors: dict[str, list[str]]) -> 
             "direct",
             "+.0f",
         )
-        lw = Row(f"200 x {tokens}: LiteLLM proxy wall s", ".2f", "", None, "direct")
-        lt = Row(f"200 x {tokens}: LiteLLM median time to first token, ms", ".0f", "", None, "direct", "+.0f")
+        lrows = {
+            way: (
+                Row(f"200 x {tokens}: {WAYS_LABEL[way]} wall s", ".2f", "", None, "direct"),
+                Row(
+                    f"200 x {tokens}: {WAYS_LABEL[way]} median time to first token, ms",
+                    ".0f",
+                    "",
+                    None,
+                    "direct",
+                    "+.0f",
+                ),
+            )
+            for way in relay.LITELLM_WAYS
+        }
         for x in rounds(name):
             d, b = x["direct"], x["bgmode"]
             w.bgmode.append(b["wall_s"])
@@ -318,8 +337,10 @@ def rows(raw: dict[str, list[dict[str, Any]]], errors: dict[str, list[str]]) -> 
             t.bgmode.append(bt)
             t.baseline.append(dt)
             t.ratio.append(bt - dt)
-            if "litellm" in x:
-                lx = x["litellm"]
+            for way, (lw, lt) in lrows.items():
+                if way not in x:
+                    continue
+                lx = x[way]
                 lw.bgmode.append(lx["wall_s"])
                 lw.baseline.append(d["wall_s"])
                 lw.ratio.append(lx["wall_s"] / d["wall_s"])
@@ -327,15 +348,18 @@ def rows(raw: dict[str, list[dict[str, Any]]], errors: dict[str, list[str]]) -> 
                 lt.bgmode.append(lx_t)
                 lt.baseline.append(dt)
                 lt.ratio.append(lx_t - dt)
+                if lx.get("version"):
+                    lw.target = lt.target = f"(LiteLLM {lx['version']})"
         for row in (w, t):
             missing(row, name)
         out += [w, t]
         if rounds(name) and not relay.litellm_available() and tokens == 100:
-            lw.metric = "LiteLLM proxy (a third way in both relay benches)"
+            lw = Row("LiteLLM proxy (a third way in both relay benches)", ".2f", "")
             lw.note = relay.LITELLM_MISSING
             out.append(lw)
-        elif lw.bgmode:
-            out += [lw, lt]
+        for lw, lt in lrows.values():
+            if lw.bgmode:
+                out += [lw, lt]
 
     r = Row(
         "sequential create p99 ms while 200 relayed jobs run", ".1f", "<= 20 ms", lambda v: v <= 20, "same server idle"
@@ -465,7 +489,7 @@ def charts(raw: dict[str, list[dict[str, Any]]], out: Path) -> list[str]:
     relays = [(n, t) for n, t in (("relay", 100), ("relay500", 500)) if raw.get(n)]
 
     def ways_of(name: str) -> list[str]:
-        return [w for w in ("direct", "bgmode", "litellm") if w in raw[name][0]]
+        return [w for w in ("direct", "bgmode", *relay.LITELLM_WAYS) if w in raw[name][0]]
 
     if relays:
         for fname, key, ylabel, scale in (
@@ -477,7 +501,7 @@ def charts(raw: dict[str, list[dict[str, Any]]], out: Path) -> list[str]:
                 ways = ways_of(name)
                 data = [[v * scale for x in raw[name] for v in x[w][key]] for w in ways]
                 ax.boxplot(data, showfliers=True)
-                ax.set_xticks(range(1, len(ways) + 1), [WAYS_LABEL[w] for w in ways], fontsize=8)
+                ax.set_xticks(range(1, len(ways) + 1), [WAYS_LABEL[w].replace(" (", "\n(") for w in ways], fontsize=8)
                 if key == "per_stream_s":
                     for i, w in enumerate(ways, start=1):
                         walls = [x[w]["wall_s"] for x in raw[name]]
@@ -520,7 +544,7 @@ def charts(raw: dict[str, list[dict[str, Any]]], out: Path) -> list[str]:
     series.extend(
         (f"{WAYS_LABEL[w]}: 200 x {tokens} relay", raw[name][-1][w]["rss"])
         for name, tokens in relays
-        for w in ("bgmode", "litellm")
+        for w in ("bgmode", *relay.LITELLM_WAYS)
         if raw[name][-1].get(w, {}).get("rss")
     )
     if raw.get("rss"):
@@ -551,7 +575,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1 round, short durations")
     ap.add_argument("--only", default=",".join(BENCHES), help=f"comma-separated subset of {','.join(BENCHES)}")
     ap.add_argument("--out", default=str(Path(ROOT) / "bench" / "results"))
+    ap.add_argument("--litellm", metavar="PATH", help="LiteLLM's `litellm` executable, for the relay benches")
     a = ap.parse_args()
+    if a.litellm is not None:
+        if not relay.executable_file(a.litellm):
+            ap.error(f"--litellm: {a.litellm} is not an executable file")
+        relay.use_litellm(a.litellm)
     a.only = [x.strip() for x in a.only.split(",") if x.strip()]
     unknown = set(a.only) - set(BENCHES)
     if unknown:
