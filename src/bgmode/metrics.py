@@ -55,6 +55,9 @@ _SLOW = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800,
 # -- HTTP ------------------------------------------------------------------------------------
 
 
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+
 class _Requests:
     """`bgmode_http_requests_total{route,method,status}` and
     `bgmode_http_request_duration_seconds{route,method}`, kept as plain numbers and turned into
@@ -67,6 +70,8 @@ class _Requests:
         self.hist: dict[tuple[str, str], list[float]] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        if method not in _METHODS:
+            method = "other"
         key = (route, method, status)
         counts = self.counts
         counts[key] = counts.get(key, 0) + 1
@@ -222,11 +227,8 @@ def _child(metric: Any, *labels: str) -> Any:
     return c
 
 
-_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
-
-
-def observe_request(route: str, method: str, status: int, seconds: float) -> None:
-    _REQUESTS.observe(route, method if method in _METHODS else "other", status, seconds)
+#: one answered request: route template, method, status, seconds to the response's headers
+observe_request = _REQUESTS.observe
 
 
 def response_created(model: object, background: bool) -> None:

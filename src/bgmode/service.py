@@ -35,6 +35,8 @@ from bgmode.tools import hosted_tools
 from bgmode.worker import Worker, seal_for
 
 log = logging.getLogger("bgmode.service")
+#: a plain str (an enum member's `.value` is a property lookup, on the create path thrice)
+_QUEUED = Status.QUEUED.value
 
 
 @dataclass
@@ -102,13 +104,13 @@ class Service:
         if not req.background:
             return await self._create_sync(req, response_id, int(now), tenant, request)
 
-        builder = ResponseBuilder(response_object(req, response_id, int(now), Status.QUEUED.value), 0)
+        builder = ResponseBuilder(response_object(req, response_id, int(now), _QUEUED), 0)
         body_json = orjson.dumps(builder.body)
         events = [builder.lifecycle("response.created", body_json), builder.lifecycle("response.queued", body_json)]
         record = ResponseRecord(
             id=response_id,
             tenant=tenant,
-            status=Status.QUEUED.value,
+            status=_QUEUED,
             background=True,
             body=builder.body,
             input_items=req.input_items,
@@ -142,7 +144,7 @@ class Service:
             await self.store.conversation_end(req.conversation, response_id, [])
         if stored is record:
             metrics.response_created(req.model, True)
-            state_change(record.id, Status.QUEUED.value, req.model, tenant=tenant, attempt=0)
+            state_change(record.id, _QUEUED, req.model, tenant=tenant, attempt=0)
         if self.worker is not None and reserved:
             self.worker.run_reserved(stored if stored is record else None)
         else:
