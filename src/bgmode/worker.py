@@ -44,6 +44,12 @@ log = logging.getLogger("bgmode.worker")
 
 #: how often a running response's Response snapshot (for polls) is rewritten
 SNAPSHOT_INTERVAL = 0.2
+#: flush pacing: after a write that carried at least `PACE_WRITES` responses, the next round
+#: waits until as long as that write took (at most `PACE_MAX` seconds) has passed. Each
+#: flush dirties about one page per response it carries, so fewer, fuller rounds write much
+#: less; a small write (a first token, a lone response) still goes out at once.
+PACE_WRITES = 16
+PACE_MAX = 0.010
 
 
 @dataclass
@@ -213,10 +219,18 @@ class Worker:
 
     async def _flush_loop(self) -> None:
         backoff = 0.0
+        loop = asyncio.get_running_loop()
+        #: paced after a big write: the next round starts no earlier than this (loop time)
+        paced_until = 0.0
         while True:
             if backoff:  # the last write failed: the store is down or full; try again soon
                 await asyncio.sleep(backoff)
             await self._pending_ready.wait()
+            if paced_until:
+                delay = paced_until - loop.time()
+                paced_until = 0.0
+                if delay > 0:  # let this round gather more events per response
+                    await asyncio.sleep(delay)
             self._pending_ready.clear()
             batch, self._pending = self._pending, []
             dirty, self._dirty = self._dirty, []
@@ -297,7 +311,10 @@ class Worker:
                     self._pending_ready.set()
                     continue
                 backoff = 0.0
-                metrics.STORE_WRITE_SECONDS.observe(time.perf_counter() - t0)
+                took = time.perf_counter() - t0
+                metrics.STORE_WRITE_SECONDS.observe(took)
+                if len(merged) >= PACE_WRITES:
+                    paced_until = loop.time() + min(took, PACE_MAX)
                 persisted = 0
                 for m, res in zip(merged, out, strict=True):
                     results[id(m)] = res
