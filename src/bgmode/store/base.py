@@ -103,11 +103,15 @@ def listing_query(
     """The SQL of `Store.list_responses` (shared by the stores): `mark` "?" (SQLite) or "$"
     (PostgreSQL, numbered).
 
-    One index serves every listing, `(tenant, status, id)` (a create pays for one index, not
-    one per filter): with a status, one walk down it from the cursor; without, one walk per
-    status, each cut at `limit`, merged (at most 6 x `limit` rows, never a scan of the table).
-    A model filter is checked on the rows walked: fast unless the model is rare among the
-    tenant's responses."""
+    Two partial indexes serve every listing, each walked from the cursor: queued responses
+    by `responses_queue (id) WHERE status = 'queued'` (the claim order too), the others by
+    `responses_listed (tenant, status, id) WHERE status <> 'queued'`. So a create, which is
+    stored queued, pays for one index, not one per filter. With a status, one walk; without,
+    one walk per status, each cut at `limit`, merged (a sort of at most 6 x `limit` rows,
+    never of the table). Status values are written into the SQL as literals (they are this
+    enum's, checked here), and each walk repeats its index's condition, so the planners can
+    prove the partial index applies. A `model` filter is checked on the rows walked; so is the
+    tenant of queued rows."""
     if order not in ("asc", "desc"):
         raise ValueError(f"order must be 'asc' or 'desc', not {order!r}")
     args: list[Any] = []
@@ -117,7 +121,11 @@ def listing_query(
         return "?" if mark == "?" else f"${len(args)}"
 
     def walk(st: str) -> str:
-        where = [f"tenant = {p(tenant)}", f"status = {p(st)}"]
+        if st not in _STATUS_VALUES:
+            raise ValueError(f"not a status: {st!r}")
+        where = [f"tenant = {p(tenant)}", f"status = '{st}'"]
+        if st != "queued":
+            where.append("status <> 'queued'")
         if model is not None:
             where.append(f"model = {p(model)}")
         if after is not None:
@@ -131,6 +139,25 @@ def listing_query(
         return walk(status), args
     walks = " UNION ALL ".join(f"SELECT * FROM ({walk(st.value)}) AS w{i}" for i, st in enumerate(Status))
     return f"{walks} ORDER BY id {order.upper()} LIMIT {p(max(0, int(limit)))}", args
+
+
+_STATUS_VALUES = frozenset(s.value for s in Status)
+
+
+def status_counts_query(tenant: str | None, mark: str) -> tuple[str, list[Any]]:
+    """The SQL of `Store.status_counts`: one walk of each listing index (see `listing_query`)."""
+    if tenant is None:
+        return (
+            "SELECT status, count(*) FROM responses WHERE status <> 'queued' GROUP BY status"
+            " UNION ALL SELECT 'queued', count(*) FROM responses WHERE status = 'queued'",
+            [],
+        )
+    t1, t2 = ("?", "?") if mark == "?" else ("$1", "$1")
+    return (
+        f"SELECT status, count(*) FROM responses WHERE tenant = {t1} AND status <> 'queued' GROUP BY status"
+        f" UNION ALL SELECT 'queued', count(*) FROM responses WHERE status = 'queued' AND tenant = {t2}",
+        [tenant, tenant] if mark == "?" else [tenant],
+    )
 
 
 #: a response's terminal status → the webhook event type OpenAI sends for it

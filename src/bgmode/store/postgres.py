@@ -49,6 +49,7 @@ from bgmode.store.base import (
     WriteResult,
     listing_query,
     queue_full,
+    status_counts_query,
     unique_ids,
 )
 
@@ -89,7 +90,6 @@ CREATE TABLE IF NOT EXISTS responses (
     model TEXT,
     resume BYTEA
 );
-CREATE INDEX IF NOT EXISTS responses_queued ON responses (created_at) WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS responses_leased ON responses (lease_owner) WHERE lease_owner IS NOT NULL;
 CREATE INDEX IF NOT EXISTS responses_updated ON responses (updated_at);
 CREATE UNIQUE INDEX IF NOT EXISTS responses_idem ON responses (tenant, idempotency_key)
@@ -147,7 +147,7 @@ CREATE INDEX IF NOT EXISTS webhook_deliveries_finished ON webhook_deliveries (cr
 """
 
 #: schema version 1 → 2 (idempotent; run under the schema lock): the model column, filled in
-#: from the stored bodies, and the index a tenant's listing walks (`listing_query`)
+#: from the stored bodies, and the queue and listing indexes (`listing_query`)
 MIGRATE = """
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM information_schema.columns
@@ -156,8 +156,11 @@ DO $$ BEGIN
         UPDATE responses SET model = convert_from(body, 'UTF8')::jsonb ->> 'model';
     END IF;
 END $$;
-CREATE INDEX IF NOT EXISTS responses_tenant_status ON responses (tenant, status, id);
+CREATE INDEX IF NOT EXISTS responses_queue ON responses (id) WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS responses_listed ON responses (tenant, status, id) WHERE status <> 'queued';
+DROP INDEX IF EXISTS responses_queued;
 DROP INDEX IF EXISTS responses_tenant;
+DROP INDEX IF EXISTS responses_tenant_status;
 DROP INDEX IF EXISTS responses_tenant_model;
 DO $$ BEGIN
     -- schema 3: backend checkpoints (checked first: ALTER locks the table even when it adds nothing)
@@ -563,7 +566,7 @@ class PostgresStore(Store):
             return await c.fetch(
                 # MATERIALIZED: the planner may not rerun a LIMIT ... SKIP LOCKED subquery per row
                 "WITH picked AS MATERIALIZED (SELECT id FROM responses WHERE status = 'queued'"
-                " ORDER BY created_at LIMIT $4 FOR UPDATE SKIP LOCKED)"
+                " ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
                 " UPDATE responses r SET status = 'in_progress', lease_owner = $1, lease_expires = $2,"
                 " attempts = r.attempts + 1, updated_at = $3"
                 " FROM picked WHERE r.id = picked.id"
@@ -841,12 +844,8 @@ class PostgresStore(Store):
         return [_record(r) for r in await self.pool.fetch(sql, *args)]
 
     async def status_counts(self, tenant: str | None = None) -> dict[str, int]:
-        if tenant is None:
-            rows = await self.pool.fetch("SELECT status, count(*) FROM responses GROUP BY status")
-        else:
-            rows = await self.pool.fetch(
-                "SELECT status, count(*) FROM responses WHERE tenant = $1 GROUP BY status", tenant
-            )
+        sql, args = status_counts_query(tenant, "$")
+        rows = await self.pool.fetch(sql, *args)
         counts = dict.fromkeys((s.value for s in Status), 0)
         counts.update({r[0]: int(r[1]) for r in rows})
         return counts

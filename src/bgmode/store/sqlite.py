@@ -37,6 +37,7 @@ from bgmode.store.base import (
     WriteResult,
     listing_query,
     queue_full,
+    status_counts_query,
     unique_ids,
 )
 
@@ -64,7 +65,6 @@ CREATE TABLE IF NOT EXISTS responses (
     model TEXT,
     resume BLOB
 );
-CREATE INDEX IF NOT EXISTS responses_queued ON responses (created_at) WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS responses_leased ON responses (lease_owner) WHERE lease_owner IS NOT NULL;
 CREATE INDEX IF NOT EXISTS responses_updated ON responses (updated_at);
 CREATE UNIQUE INDEX IF NOT EXISTS responses_idem ON responses (tenant, idempotency_key)
@@ -120,11 +120,15 @@ CREATE INDEX IF NOT EXISTS webhook_deliveries_response ON webhook_deliveries (re
 CREATE INDEX IF NOT EXISTS webhook_deliveries_finished ON webhook_deliveries (created_at)
     WHERE status != 'pending';
 """
-#: after the migration (they need columns older databases lack): a tenant's listing walks this
-#: one index (`listing_query`); the two an earlier version made cost every create more
+#: after the migration (they need columns older databases lack): the queue (claims, and the
+#: listing of queued responses) and the listing of the others (`listing_query`); a create
+#: pays for one of them. The indexes earlier versions made are dropped.
 INDEXES = """
-CREATE INDEX IF NOT EXISTS responses_tenant_status ON responses (tenant, status, id);
+CREATE INDEX IF NOT EXISTS responses_queue ON responses (id) WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS responses_listed ON responses (tenant, status, id) WHERE status <> 'queued';
+DROP INDEX IF EXISTS responses_queued;
 DROP INDEX IF EXISTS responses_tenant;
+DROP INDEX IF EXISTS responses_tenant_status;
 DROP INDEX IF EXISTS responses_tenant_model;
 """
 
@@ -421,7 +425,7 @@ class SQLiteStore(Store):
             rows = c.execute(
                 "UPDATE responses SET status = 'in_progress', lease_owner = ?, lease_expires = ?,"
                 " attempts = attempts + 1, updated_at = ?"
-                " WHERE id IN (SELECT id FROM responses WHERE status = 'queued' ORDER BY created_at LIMIT ?)"
+                " WHERE id IN (SELECT id FROM responses WHERE status = 'queued' ORDER BY id LIMIT ?)"
                 f" RETURNING {_COLUMNS}",
                 (worker_id, time.time() + lease_seconds, time.time(), limit),
             ).fetchall()
@@ -769,11 +773,8 @@ class SQLiteStore(Store):
         return [_record(r) for r in rows]
 
     async def status_counts(self, tenant: str | None = None) -> dict[str, int]:
-        sql = "SELECT status, count(*) FROM responses"
-        args: tuple[str, ...] = ()
-        if tenant is not None:
-            sql, args = sql + " WHERE tenant = ?", (tenant,)
-        rows = await self._read(lambda c: c.execute(sql + " GROUP BY status", args).fetchall())
+        sql, args = status_counts_query(tenant, "?")
+        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
         counts = dict.fromkeys((s.value for s in Status), 0)
         counts.update({r[0]: int(r[1]) for r in rows})
         return counts
