@@ -1,119 +1,89 @@
-"""Instructions per create and per poll, counted by valgrind's callgrind: repeatable whatever
-else the machine is doing, so a change's cost on the hot paths can be measured on a busy box.
+"""Instructions per create and per poll for a whole `bgmode serve` process (uvicorn, httptools,
+bgmode, its SQLite threads), counted by valgrind's callgrind: repeatable whatever else the
+machine is doing, so a change's cost on the hot paths can be measured on a busy box.
 
-    python bench/instructions.py                    # this checkout
+    python bench/instructions.py                      # this checkout
     python bench/instructions.py --src /tmp/base/src  # another one (git worktree add /tmp/base REV)
+    python bench/instructions.py --log-level info     # with the access and state-change lines
 
-Each kind runs N requests through the ASGI app in one process (`App.__call__`, SQLite store, no
-uvicorn: HTTP parsing is the same on both sides of a comparison), once with N=500 and once with
-N=2500; the difference over 2000 is the cost of one request. Needs valgrind (Debian package).
+The server runs under callgrind (SQLite store, `--workers 0`, `--log-level warning` like
+`creates.py` and `polls.py`); this process sends it N requests one at a time (one at a time:
+with concurrent requests, how many creates share a group commit depends on thread timing,
+which moves the count by a few percent from run to run). It runs once with N=500 and once
+with N=2500; the difference over 2000 is the cost of one request. Needs valgrind (Debian
+package); each kind takes a few minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import time
+
+import httpx
+from _procs import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BODY = {"model": "sim", "input": "hi", "background": True}
 
 
-async def _drive(kind: str, n: int) -> None:
-    import orjson
-
-    from bgmode.app import create_app
-    from bgmode.config import Settings
-
-    d = tempfile.mkdtemp()
-    app = create_app(Settings(store_url=f"sqlite:///{d}/x.db", workers=0))
-    body = orjson.dumps({"model": "m", "input": "hi", "background": True})
-    sent: list[dict[str, object]] = []
-
-    async def send(message: dict[str, object]) -> None:
-        sent.append(message)
-
-    def receiver() -> object:
-        done = False
-
-        async def receive() -> dict[str, object]:
-            nonlocal done
-            if done:
-                await asyncio.sleep(3600)
-            done = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        return receive
-
-    def scope(method: str, path: str) -> dict[str, object]:
-        headers = [(b"content-type", b"application/json"), (b"host", b"x"), (b"user-agent", b"wrk")]
-        return {
-            "type": "http",
-            "method": method,
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "headers": headers,
-            "root_path": "",
-            "scheme": "http",
-            "server": ("127.0.0.1", 1),
-            "client": ("127.0.0.1", 2),
-            "http_version": "1.1",
-        }
-
-    async with app.state.server.lifespan(None):
-        await app(scope("POST", "/v1/responses"), receiver(), send)  # type: ignore[arg-type]
-        rid = orjson.loads(sent[-1]["body"])["id"]  # type: ignore[arg-type]
-        if kind == "poll":
-            for _ in range(n):
-                sent.clear()
-                await app(scope("GET", f"/v1/responses/{rid}"), receiver(), send)  # type: ignore[arg-type]
-        else:
-            for _ in range(n // 50):  # 50 at a time, as concurrent clients would
-                sent.clear()
-                await asyncio.gather(
-                    *(app(scope("POST", "/v1/responses"), receiver(), send) for _ in range(50))  # type: ignore[arg-type]
-                )
+async def _load(base: str, kind: str, n: int) -> None:
+    async with httpx.AsyncClient(base_url=base, timeout=300) as c:
+        rid = (await c.post("/v1/responses", json=BODY)).json()["id"]
+        for _ in range(n):
+            r = await (c.post("/v1/responses", json=BODY) if kind == "create" else c.get(f"/v1/responses/{rid}"))
+            r.raise_for_status()
 
 
-def _count(src: str, kind: str, n: int) -> int:
+def count(src: str, kind: str, n: int, log_level: str = "warning") -> int:
+    """Instructions executed by a `bgmode serve` process from its start to its exit, having
+    answered `n` requests of `kind` (plus one create)."""
+    port = free_port()
     with tempfile.TemporaryDirectory() as d:
-        out = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/cg.out", sys.executable, __file__]
-            + ["--drive", kind, str(n)],
-            env={**os.environ, "PYTHONPATH": src},
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    found = re.search(r"Collected : ([\d,]+)", out.stderr)
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/cg.out", sys.executable, "-m", "bgmode"]
+        cmd += ["serve", "--port", str(port), "--store", f"sqlite:///{d}/x.db", "--workers", "0"]
+        cmd += ["--log-level", log_level]
+        # json lines (by environment: a bgmode from before structured logs has no such flag)
+        env = {**os.environ, "PYTHONPATH": src, "BGMODE_LOG_FORMAT": "json"}
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 300
+            while True:
+                try:
+                    httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+                    break
+                except httpx.HTTPError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise RuntimeError("bgmode did not start under valgrind") from None
+                    time.sleep(0.2)  # waiting for the server to listen
+            asyncio.run(_load(f"http://127.0.0.1:{port}", kind, n))
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=600)
+    found = re.search(rb"Collected : ([\d,]+)", err)
     if found is None:
-        raise RuntimeError(f"no callgrind total in: {out.stderr[-500:]}")
-    return int(found.group(1).replace(",", ""))
+        raise RuntimeError(f"no callgrind total in: {err[-500:]!r}")
+    return int(found.group(1).replace(b",", b""))
+
+
+def per_request(src: str, kind: str, log_level: str = "warning") -> int:
+    return (count(src, kind, 2500, log_level) - count(src, kind, 500, log_level)) // 2000
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--src", default=os.path.join(ROOT, "src"), help="the src/ folder to measure")
-    ap.add_argument("--drive", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
+    ap.add_argument("--log-level", default="warning", help="the server's --log-level (info: with the access log)")
+    ap.add_argument("--only", choices=["create", "poll"], help="one kind")
     a = ap.parse_args()
-    if a.drive:
-        devnull = open(os.devnull, "w")
-        try:
-            from bgmode import logs  # as `bgmode serve` logs at info
-
-            logs.configure("json", "info", devnull)
-        except ImportError:  # a bgmode from before structured logs
-            logging.basicConfig(level="INFO", stream=devnull)
-        asyncio.run(_drive(a.drive[0], int(a.drive[1])))
-        return
-    for kind in ("create", "poll"):
-        per = (_count(a.src, kind, 2500) - _count(a.src, kind, 500)) // 2000
-        print(f"{kind}: {per:,} instructions per request ({a.src})")
+    for kind in [a.only] if a.only else ["create", "poll"]:
+        per = per_request(a.src, kind, a.log_level)
+        print(f"{kind}: {per:,} instructions per request ({a.src}, --log-level {a.log_level})")
 
 
 if __name__ == "__main__":
