@@ -143,6 +143,18 @@ def listing_query(
 
 _STATUS_VALUES = frozenset(s.value for s in Status)
 
+#: the indexes `listing_query` and `status_counts_query` walk, the same SQL for both stores
+#: (run after their migrations: older databases lack the columns); the indexes earlier
+#: versions made are dropped. A create, stored queued, pays for one of them.
+LISTING_INDEXES = """
+CREATE INDEX IF NOT EXISTS responses_queue ON responses (id) WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS responses_listed ON responses (tenant, status, id) WHERE status <> 'queued';
+DROP INDEX IF EXISTS responses_queued;
+DROP INDEX IF EXISTS responses_tenant;
+DROP INDEX IF EXISTS responses_tenant_status;
+DROP INDEX IF EXISTS responses_tenant_model;
+"""
+
 
 def status_counts_query(tenant: str | None, mark: str) -> tuple[str, list[Any]]:
     """The SQL of `Store.status_counts`: one walk of each listing index (see `listing_query`)."""

@@ -40,6 +40,7 @@ from asyncpg.pool import PoolConnectionProxy
 from bgmode.records import TERMINAL_VALUES, ResponseRecord, Status, StoredEvent
 from bgmode.store.base import (
     DELIVERY_COLUMNS,
+    LISTING_INDEXES,
     ConversationAppend,
     ConversationLocked,
     ConversationRecord,
@@ -146,8 +147,8 @@ CREATE INDEX IF NOT EXISTS webhook_deliveries_finished ON webhook_deliveries (cr
     WHERE status <> 'pending';
 """
 
-#: schema version 1 → 2 (idempotent; run under the schema lock): the model column, filled in
-#: from the stored bodies, and the queue and listing indexes (`listing_query`)
+#: schema version 1 → 2 → 3 (idempotent; run under the schema lock): the model column, filled
+#: in from the stored bodies, and the resume column; then `LISTING_INDEXES`
 MIGRATE = """
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM information_schema.columns
@@ -156,12 +157,6 @@ DO $$ BEGIN
         UPDATE responses SET model = convert_from(body, 'UTF8')::jsonb ->> 'model';
     END IF;
 END $$;
-CREATE INDEX IF NOT EXISTS responses_queue ON responses (id) WHERE status = 'queued';
-CREATE INDEX IF NOT EXISTS responses_listed ON responses (tenant, status, id) WHERE status <> 'queued';
-DROP INDEX IF EXISTS responses_queued;
-DROP INDEX IF EXISTS responses_tenant;
-DROP INDEX IF EXISTS responses_tenant_status;
-DROP INDEX IF EXISTS responses_tenant_model;
 DO $$ BEGIN
     -- schema 3: backend checkpoints (checked first: ALTER locks the table even when it adds nothing)
     IF NOT EXISTS (SELECT 1 FROM information_schema.columns
@@ -318,6 +313,7 @@ class PostgresStore(Store):
                         f"the database has bgmode schema version {version}; this bgmode knows {SCHEMA_VERSION}: upgrade it"
                     )
                 await conn.execute(MIGRATE)
+                await conn.execute(LISTING_INDEXES)
                 if version is None:
                     await conn.execute("INSERT INTO bgmode_schema (version) VALUES ($1)", SCHEMA_VERSION)
                 elif version < SCHEMA_VERSION:

@@ -27,6 +27,7 @@ import orjson
 from bgmode.records import TERMINAL_VALUES, ResponseRecord, Status, StoredEvent
 from bgmode.store.base import (
     DELIVERY_COLUMNS,
+    LISTING_INDEXES,
     ConversationAppend,
     ConversationLocked,
     ConversationRecord,
@@ -120,17 +121,6 @@ CREATE INDEX IF NOT EXISTS webhook_deliveries_response ON webhook_deliveries (re
 CREATE INDEX IF NOT EXISTS webhook_deliveries_finished ON webhook_deliveries (created_at)
     WHERE status != 'pending';
 """
-#: after the migration (they need columns older databases lack): the queue (claims, and the
-#: listing of queued responses) and the listing of the others (`listing_query`); a create
-#: pays for one of them. The indexes earlier versions made are dropped.
-INDEXES = """
-CREATE INDEX IF NOT EXISTS responses_queue ON responses (id) WHERE status = 'queued';
-CREATE INDEX IF NOT EXISTS responses_listed ON responses (tenant, status, id) WHERE status <> 'queued';
-DROP INDEX IF EXISTS responses_queued;
-DROP INDEX IF EXISTS responses_tenant;
-DROP INDEX IF EXISTS responses_tenant_status;
-DROP INDEX IF EXISTS responses_tenant_model;
-"""
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -156,7 +146,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-    conn.executescript(INDEXES)
+    conn.executescript(LISTING_INDEXES)
 
 
 _COLUMNS = (
@@ -222,12 +212,12 @@ def path_from_url(url: str) -> str:
 class SQLiteStore(Store):
     def __init__(self, path: str) -> None:
         self.path = path
-        self._writes: queue.SimpleQueue[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]] | None]
+        self._writes: queue.SimpleQueue[_Job | None]
         self._writes = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bgmode-sqlite-read")
         #: one-row reads by primary key (polls): one thread, taken in batches (see `_point_loop`)
-        self._points: queue.SimpleQueue[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]] | None]
+        self._points: queue.SimpleQueue[_Job | None]
         self._points = queue.SimpleQueue()
         self._point_reader: threading.Thread | None = None
         self._local = threading.local()
@@ -268,19 +258,9 @@ class SQLiteStore(Store):
     def _write_loop(self, conn: sqlite3.Connection) -> None:
         stop = False
         while not stop:
-            first = self._writes.get()
-            if first is None:
+            batch, stop = _take(self._writes)
+            if not batch:
                 break
-            batch = [first]
-            while len(batch) < _MAX_BATCH:
-                try:
-                    nxt = self._writes.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
             results = _run_batch(conn, batch)
             settled = [(fut, ok, value) for (_, fut), (ok, value) in zip(batch, results, strict=True)]
             # one wake-up of the event loop per batch, not one per write
@@ -295,19 +275,9 @@ class SQLiteStore(Store):
         conn = _connect(self.path)
         try:
             while True:
-                first = self._points.get()
-                if first is None:
+                batch, stop = _take(self._points)
+                if not batch:
                     return
-                batch = [first]
-                while len(batch) < _MAX_BATCH:
-                    try:
-                        nxt = self._points.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        self._points.put(None)  # stop after this batch
-                        break
-                    batch.append(nxt)
                 settled: list[tuple[asyncio.Future[Any], bool, Any]] = []
                 for fn, fut in batch:
                     try:
@@ -315,6 +285,8 @@ class SQLiteStore(Store):
                     except Exception as exc:
                         settled.append((fut, False, exc))
                 settled[0][0].get_loop().call_soon_threadsafe(_settle_all, settled)
+                if stop:
+                    return
         finally:
             conn.close()
 
@@ -1068,6 +1040,27 @@ def _run_batch(
     for item in batch:
         results.extend(_run_batch(conn, [item]))
     return results
+
+
+_Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
+
+
+def _take(q: queue.SimpleQueue[_Job | None]) -> tuple[list[_Job], bool]:
+    """What a batching thread runs next: waits for one job, then takes what else is queued
+    (up to `_MAX_BATCH`). `(jobs, stop)`: stop once these are done (`None` was queued)."""
+    first = q.get()
+    if first is None:
+        return [], True
+    batch = [first]
+    while len(batch) < _MAX_BATCH:
+        try:
+            nxt = q.get_nowait()
+        except queue.Empty:
+            break
+        if nxt is None:
+            return batch, True
+        batch.append(nxt)
+    return batch, False
 
 
 def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
