@@ -491,6 +491,22 @@ def charts(raw: dict[str, list[dict[str, Any]]], out: Path) -> list[str]:
     def ways_of(name: str) -> list[str]:
         return [w for w in ("direct", "bgmode", *relay.LITELLM_WAYS) if w in raw[name][0]]
 
+    def axis(ax: Any, title: str, xlabel: str | None, ylabel: str, legend: bool) -> None:
+        ax.set_title(title)
+        if xlabel:
+            ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
+        ax.grid(axis="y" if xlabel is None else "both", alpha=0.3)
+        if legend:
+            ax.legend(fontsize=8)
+
+    def save(fig: Any, fname: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out / fname, dpi=100)
+        plt.close(fig)
+        made.append(fname)
+
     if relays:
         for fname, key, ylabel, scale in (
             ("ttft.png", "ttft_s", "time to first token (ms)", 1000),
@@ -506,15 +522,9 @@ def charts(raw: dict[str, list[dict[str, Any]]], out: Path) -> list[str]:
                     for i, w in enumerate(ways, start=1):
                         walls = [x[w]["wall_s"] for x in raw[name]]
                         ax.plot([i + 0.3] * len(walls), walls, "rx", label="total wall, per round" if i == 1 else None)
-                    ax.legend(fontsize=8)
-                ax.set_title(f"200 concurrent streams x {tokens} tokens (20 ms each), all rounds")
-                ax.set_ylabel(ylabel)
-                ax.set_ylim(bottom=0)
-                ax.grid(axis="y", alpha=0.3)
-            fig.tight_layout()
-            fig.savefig(out / fname, dpi=100)
-            plt.close(fig)
-            made.append(fname)
+                title = f"200 concurrent streams x {tokens} tokens (20 ms each), all rounds"
+                axis(ax, title, None, ylabel, legend=key == "per_stream_s")
+            save(fig, fname)
 
     tps = [(n, b, lbl) for n, b, lbl in (("creates", "noop", "no-op"), ("polls", "bare", "bare")) if raw.get(n)]
     if tps:
@@ -529,16 +539,8 @@ def charts(raw: dict[str, list[dict[str, Any]]], out: Path) -> list[str]:
                     [max(v) - m for m, v in zip(med, vals, strict=True)],
                 ]
                 ax.errorbar([int(c) for c in conns], med, yerr=err, marker="o", capsize=4, label=lbl)
-            ax.set_title(f"{name}: requests/s vs connections (median, min-max)")
-            ax.set_xlabel("wrk connections")
-            ax.set_ylabel("requests/s")
-            ax.set_ylim(bottom=0)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "throughput.png", dpi=100)
-        plt.close(fig)
-        made.append("throughput.png")
+            axis(ax, f"{name}: requests/s vs connections (median, min-max)", "wrk connections", "requests/s", True)
+        save(fig, "throughput.png")
 
     series: list[tuple[str, list[list[float]]]] = []
     series.extend(
@@ -553,16 +555,9 @@ def charts(raw: dict[str, list[dict[str, Any]]], out: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(8, 4.5))
         for label, samples in series:
             ax.plot([s[0] for s in samples], [s[1] / 1024 for s in samples], label=label)
-        ax.set_title("server RSS over time (last round; sampled every 0.2 s)")
-        ax.set_xlabel("seconds since the server was ready")
-        ax.set_ylabel("RSS (MiB)")
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "rss.png", dpi=100)
-        plt.close(fig)
-        made.append("rss.png")
+        title = "server RSS over time (last round; sampled every 0.2 s)"
+        axis(ax, title, "seconds since the server was ready", "RSS (MiB)", True)
+        save(fig, "rss.png")
     return made
 
 

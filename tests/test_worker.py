@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -15,8 +16,35 @@ from bgmode.events import TERMINAL_EVENT_TYPES, ResponseBuilder
 from bgmode.hub import Hub
 from bgmode.records import ResponseRecord, Status
 from bgmode.routing import Route, Router
-from bgmode.store import Write, WriteResult, open_store
+from bgmode.store import Store, Write, WriteResult, open_store
 from bgmode.worker import Worker, WorkerConfig
+
+
+async def _create(store: Store, status: Status, lease_owner: str | None = None) -> ResponseBuilder:
+    """Store `resp_1` with its first two events (queued, or already leased to `lease_owner`);
+    returns the builder that made them."""
+    body: dict[str, Any] = {
+        "id": "resp_1",
+        "object": "response",
+        "status": status.value,
+        "output": [],
+        "max_tool_calls": None,
+    }
+    b = ResponseBuilder(dict(body), 0)
+    rec = ResponseRecord(
+        id="resp_1",
+        tenant="t",
+        status=status.value,
+        background=True,
+        body=body,
+        input_items=[],
+        request={"model": "m"},
+        created_at=time.time(),
+        lease_owner=lease_owner,
+        lease_expires=2e9 if lease_owner else None,
+    )
+    await store.create(rec, [b.lifecycle("response.created"), b.lifecycle("response.queued")])
+    return b
 
 
 async def test_a_refused_finish_does_not_take_earlier_events_with_it(tmp_path: Path) -> None:
@@ -26,22 +54,7 @@ async def test_a_refused_finish_does_not_take_earlier_events_with_it(tmp_path: P
     store = open_store(f"sqlite:///{tmp_path / 'w.db'}")
     await store.open()
     worker = Worker(store, Router.simulated(), Hub())
-    body = {"id": "resp_1", "object": "response", "status": "in_progress", "output": [], "max_tool_calls": None}
-    b = ResponseBuilder(body, 0)
-    first = [b.lifecycle("response.created"), b.lifecycle("response.queued")]
-    rec = ResponseRecord(
-        id="resp_1",
-        tenant="t",
-        status=Status.IN_PROGRESS.value,
-        background=True,
-        body=body,
-        input_items=[],
-        request={"model": "m"},
-        created_at=1.0,
-        lease_owner=worker.worker_id,
-        lease_expires=2e9,
-    )
-    await store.create(rec, first)
+    b = await _create(store, Status.IN_PROGRESS, lease_owner=worker.worker_id)
     await worker.start()
     try:
         assert await store.request_cancel("resp_1")
@@ -87,19 +100,7 @@ async def test_a_finish_refused_by_an_earlier_cancel_ends_cancelled_with_all_the
     backend = _Gated()
     router = Router({"*": Route("*", backend, "sim")})
     worker = Worker(store, router, Hub(), WorkerConfig(concurrency=1, heartbeat_seconds=3600))
-    body = {"id": "resp_1", "object": "response", "status": "queued", "output": [], "max_tool_calls": None}
-    b = ResponseBuilder(dict(body), 0)
-    rec = ResponseRecord(
-        id="resp_1",
-        tenant="t",
-        status=Status.QUEUED.value,
-        background=True,
-        body=body,
-        input_items=[],
-        request={"model": "m"},
-        created_at=time.time(),
-    )
-    await store.create(rec, [b.lifecycle("response.created"), b.lifecycle("response.queued")])
+    await _create(store, Status.QUEUED)
     await worker.start()
     try:
         await asyncio.wait_for(backend.streamed.wait(), 10)
