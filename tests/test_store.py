@@ -464,6 +464,27 @@ async def test_takeover_only_after_the_lease_expired(store: Store) -> None:
     assert [r.id for r in again] == [stale.id] and again[0].attempts == 2
 
 
+async def test_every_reader_sees_the_last_event_written_without_a_snapshot(store: Store) -> None:
+    """Writes that carry events alone (most of a run's) still move the position everyone reads:
+    a poll, a hand-back to the queue and the next claim, the next writer's fence, a finish."""
+    rec = await running(store)
+    assert await store.write(W1, [Write(rec.id, [event(2)]), Write(rec.id, [event(3)])]) == [WriteResult.OK] * 2
+    got = await store.get(rec.id, full=False)
+    assert got is not None and got.last_seq == 3
+    assert await store.release(rec.id, W1) is True
+    got = await store.get(rec.id)
+    assert got is not None and (got.status, got.last_seq) == ("queued", 3)
+    again = await store.claim(W2, 1, 60)
+    assert [(r.id, r.last_seq) for r in again] == [(rec.id, 3)]
+    assert await store.write(W2, [Write(rec.id, [event(3)])]) == [WriteResult.FENCED]
+    assert await store.write(W2, [Write(rec.id, [event(4)])]) == [WriteResult.OK]
+    done = {**rec.body, "status": "completed"}
+    assert await store.write(W2, [Write(rec.id, [], done, Status.COMPLETED.value)]) == [WriteResult.OK]
+    got = await store.get(rec.id)
+    assert got is not None and (got.status, got.last_seq) == ("completed", 4)
+    assert await seqs(store, rec.id) == [0, 1, 2, 3, 4]
+
+
 async def test_takeover_by_owner_and_leased(store: Store) -> None:
     rec = await running(store, W1, lease=3600)
     other = await running(store, W2, lease=3600)

@@ -4,27 +4,33 @@ refuses part of it."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
+from bgmode import worker as worker_module
 from bgmode.backends.base import Backend, BackendEvent, Finish, ModelRequest, TextDelta, Usage
 from bgmode.events import TERMINAL_EVENT_TYPES, ResponseBuilder
 from bgmode.hub import Hub
 from bgmode.records import ResponseRecord, Status
 from bgmode.routing import Route, Router
 from bgmode.store import Store, Write, WriteResult, open_store
+from bgmode.store.sqlite import SQLiteStore
 from bgmode.worker import Worker, WorkerConfig
 
 
-async def _create(store: Store, status: Status, lease_owner: str | None = None) -> ResponseBuilder:
-    """Store `resp_1` with its first two events (queued, or already leased to `lease_owner`);
+async def _create(
+    store: Store, status: Status, lease_owner: str | None = None, response_id: str = "resp_1"
+) -> ResponseBuilder:
+    """Store a response with its first two events (queued, or already leased to `lease_owner`);
     returns the builder that made them."""
     body: dict[str, Any] = {
-        "id": "resp_1",
+        "id": response_id,
         "object": "response",
         "status": status.value,
         "output": [],
@@ -32,7 +38,7 @@ async def _create(store: Store, status: Status, lease_owner: str | None = None) 
     }
     b = ResponseBuilder(dict(body), 0)
     rec = ResponseRecord(
-        id="resp_1",
+        id=response_id,
         tenant="t",
         status=status.value,
         background=True,
@@ -125,6 +131,53 @@ async def test_a_finish_refused_by_an_earlier_cancel_ends_cancelled_with_all_the
         assert message["content"][0]["text"] == "one two three four"
         assert final["usage"]["input_tokens"] == 7 and final["usage"]["output_tokens"] == 4
         assert got.body["output"] == final["output"]
+    finally:
+        await worker.stop(grace=0)
+        await store.close()
+
+
+class _FailsOnce(SQLiteStore):
+    """A SQLite store whose `fail_call`-th write fails (as a full disk would), once."""
+
+    def __init__(self, path: str, fail_call: int) -> None:
+        super().__init__(path)
+        self.calls = 0
+        self.fail_call = fail_call
+
+    async def write(self, worker_id: str, writes: list[Write]) -> list[WriteResult]:
+        self.calls += 1
+        if self.calls == self.fail_call:
+            raise sqlite3.OperationalError("database or disk is full")
+        return await super().write(worker_id, writes)
+
+
+async def test_a_round_written_in_parts_retries_only_the_parts_not_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush round goes to the store in parts (`WRITE_CHUNK` responses each); when one part
+    fails, it and the parts after it are retried, the parts before it are not written twice:
+    every log stays 0..n, every waiter hears OK once."""
+    monkeypatch.setattr(worker_module, "WRITE_CHUNK", 1)
+    store = _FailsOnce(str(tmp_path / "w.db"), fail_call=2)
+    await store.open()
+    worker = Worker(store, Router.simulated(), Hub())
+    ids = ["resp_a", "resp_b", "resp_c"]
+    builders = [await _create(store, Status.IN_PROGRESS, worker.worker_id, rid) for rid in ids]
+    await worker.start()
+    try:
+        done = [
+            worker.submit_and_wait(None, Write(rid, [b.lifecycle("response.in_progress")], b.body))
+            for rid, b in zip(ids, builders, strict=True)
+        ]
+        assert await asyncio.wait_for(asyncio.gather(*done), 10) == [WriteResult.OK] * 3
+        assert store.calls == 4  # a, then b failed, then b and c again
+        for rid in ids:
+            stored = await store.events_after(rid, -1)
+            assert [(e.seq, e.type) for e in stored] == [
+                (0, "response.created"),
+                (1, "response.queued"),
+                (2, "response.in_progress"),
+            ]
     finally:
         await worker.stop(grace=0)
         await store.close()

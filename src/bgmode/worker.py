@@ -50,6 +50,9 @@ SNAPSHOT_INTERVAL = 0.2
 #: less; a small write (a first token, a lone response) still goes out at once.
 PACE_WRITES = 16
 PACE_MAX = 0.010
+#: a round's writes go to the store in transactions of at most this many responses: a create
+#: (or any other write) queued meanwhile waits for one part, not for the whole round
+WRITE_CHUNK = 32
 
 
 @dataclass
@@ -290,33 +293,38 @@ class Worker:
                 open_by_id[job.response_id] = m
                 merged.append(m)
             results: dict[int, WriteResult] = {}
-            if merged:
+            took = 0.0
+            for start in range(0, len(merged), WRITE_CHUNK):
+                part = merged[start : start + WRITE_CHUNK]
                 t0 = time.perf_counter()
                 try:
-                    out = await self.store.write(self.worker_id, [m.write for m in merged])
+                    out = await self.store.write(self.worker_id, [m.write for m in part])
                 except Exception as exc:
                     metrics.STORE_WRITE_ERRORS.inc()
-                    # Nothing was written (one transaction). A store error is not a lost lease:
-                    # put everything back in order and retry, so no response is left running
-                    # with nobody writing it (a full disk, a database restart).
+                    # Nothing of this part was written (one transaction). A store error is not
+                    # a lost lease: put this part and the ones after it back in order and retry,
+                    # so no response is left running with nobody writing it (a full disk, a
+                    # database restart).
                     backoff = min(max(backoff * 2, 0.05), 2.0)
-                    log.error("writing %d event batches failed (%s); retrying in %.2fs", len(merged), exc, backoff)
+                    log.error("writing %d event batches failed (%s); retrying in %.2fs", len(part), exc, backoff)
+                    unwritten = {id(m) for m in merged[start:]}
                     for job, events in reversed(taken):
-                        job.put_back(events)
-                        job.snapshot_due = True
-                        if not job.dirty:
-                            job.dirty = True
-                            self._dirty.append(job)
-                    self._pending[:0] = batch
+                        if id(open_by_id[job.response_id]) in unwritten:
+                            job.put_back(events)
+                            job.snapshot_due = True
+                            if not job.dirty:
+                                job.dirty = True
+                                self._dirty.append(job)
+                    self._pending[:0] = [p for p, m in waiters if m is p or id(m) in unwritten]
+                    waiters = [(p, m) for p, m in waiters if m is not p and id(m) not in unwritten]
                     self._pending_ready.set()
-                    continue
+                    break
                 backoff = 0.0
-                took = time.perf_counter() - t0
-                metrics.STORE_WRITE_SECONDS.observe(took)
-                if len(merged) >= PACE_WRITES:
-                    paced_until = loop.time() + min(took, PACE_MAX)
+                part_took = time.perf_counter() - t0
+                took += part_took
+                metrics.STORE_WRITE_SECONDS.observe(part_took)
                 persisted = 0
-                for m, res in zip(merged, out, strict=True):
+                for m, res in zip(part, out, strict=True):
                     results[id(m)] = res
                     if res is WriteResult.OK:
                         if m.write.events:
@@ -328,6 +336,8 @@ class Worker:
                             m.job.task.cancel()
                 if persisted:
                     metrics.EVENTS_PERSISTED.inc(persisted)
+            if len(merged) >= PACE_WRITES and not backoff:
+                paced_until = loop.time() + min(took, PACE_MAX)
             for p, m in waiters:
                 if p.done is not None and not p.done.done():
                     p.done.set_result(results.get(id(m), WriteResult.OK))

@@ -143,6 +143,22 @@ def listing_query(
 
 _STATUS_VALUES = frozenset(s.value for s in Status)
 
+
+def last_seq_sql(table: str = "responses") -> str:
+    """A response's last event position, as a column expression over `table` (its name or
+    alias), the same SQL for both stores.
+
+    A write that only adds events to a running response does not rewrite its row (a row
+    carries the Response snapshot: rewriting it for every few tokens was most of what a
+    flush wrote), so a running response's `last_seq` column can lag: its event log, read at
+    its last entry by the primary key, is the truth. Every write that changes the row's
+    status (finish, release) or snapshot stores the exact position."""
+    return (
+        f"CASE WHEN {table}.status = 'in_progress' THEN COALESCE((SELECT max(e.seq) FROM events e"
+        f" WHERE e.response_id = {table}.id), {table}.last_seq) ELSE {table}.last_seq END"
+    )
+
+
 #: the indexes `listing_query` and `status_counts_query` walk, the same SQL for both stores
 #: (run after their migrations: older databases lack the columns); the indexes earlier
 #: versions made are dropped. A create, stored queued, pays for one of them.

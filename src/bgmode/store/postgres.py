@@ -48,6 +48,7 @@ from bgmode.store.base import (
     Store,
     Write,
     WriteResult,
+    last_seq_sql,
     listing_query,
     queue_full,
     status_counts_query,
@@ -166,10 +167,19 @@ DO $$ BEGIN
 END $$;
 """
 
-_COLUMNS = (
+_COLUMN_NAMES = (
     "id, tenant, status, background, body, input_items, request, created_at, last_seq, "
     "cancel_requested, lease_owner, lease_expires, attempts, events_purged, resume"
-)
+).split(", ")
+
+
+def _columns(table: str = "responses") -> str:
+    """A record's columns of `table` (its name or alias), `last_seq` as `last_seq_sql`."""
+    return ", ".join(f"{last_seq_sql(table)} AS last_seq" if c == "last_seq" else f"{table}.{c}" for c in _COLUMN_NAMES)
+
+
+_COLUMNS = _columns()
+_LAST_SEQ = last_seq_sql()
 
 _INSERT_DELIVERIES = (
     f"INSERT INTO webhook_deliveries ({DELIVERY_COLUMNS})"
@@ -193,21 +203,22 @@ _INSERT_EVENTS = (
 # one statement updates every row a write() touched, and notifies followers of those that
 # gained events or finished (delivered at commit)
 _APPLY_WRITES = f"""
-WITH u AS (
+WITH w AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bigint[], $5::boolean[], $7::bytea[], $8::boolean[])
+        AS w(id, finish, body, last_seq, notify, resume, touch)
+), u AS (
     UPDATE responses r SET
         status = COALESCE(w.finish, r.status),
         body = COALESCE(w.body, r.body),
-        last_seq = COALESCE(w.last_seq, r.last_seq),
+        last_seq = w.last_seq,
         lease_owner = CASE WHEN w.finish IS NULL THEN r.lease_owner END,
         lease_expires = CASE WHEN w.finish IS NULL THEN r.lease_expires END,
         resume = CASE WHEN w.finish IS NULL THEN COALESCE(w.resume, r.resume) END,
         updated_at = $6
-    FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bigint[], $5::boolean[], $7::bytea[])
-        AS w(id, finish, body, last_seq, notify, resume)
-    WHERE r.id = w.id
-    RETURNING r.id, r.last_seq, w.notify
+    FROM w
+    WHERE r.id = w.id AND w.touch
 )
-SELECT pg_notify('{EVENTS_CHANNEL}', id || ':' || last_seq) FROM u WHERE notify
+SELECT pg_notify('{EVENTS_CHANNEL}', id || ':' || last_seq) FROM w WHERE notify
 """
 
 #: retried whole (the transaction was rolled back, nothing was applied)
@@ -216,13 +227,9 @@ _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.Seria
 _NOTIFIED_CAP = 10_000
 
 
-def _prefixed(alias: str) -> str:
-    return ", ".join(f"{alias}.{c.strip()}" for c in _COLUMNS.split(","))
-
-
 #: what a poll needs: no input items, no run request (they can be large), body not decoded
 _SLIM_COLUMNS = (
-    "id, tenant, status, background, body, NULL::bytea, NULL::bytea, created_at, last_seq, "
+    f"id, tenant, status, background, body, NULL::bytea, NULL::bytea, created_at, {_LAST_SEQ} AS last_seq, "
     "cancel_requested, lease_owner, lease_expires, attempts, events_purged, NULL::bytea"
 )
 
@@ -566,7 +573,7 @@ class PostgresStore(Store):
                 " UPDATE responses r SET status = 'in_progress', lease_owner = $1, lease_expires = $2,"
                 " attempts = r.attempts + 1, updated_at = $3"
                 " FROM picked WHERE r.id = picked.id"
-                f" RETURNING {_prefixed('r')}",
+                f" RETURNING {_columns('r')}",
                 worker_id,
                 now + lease_seconds,
                 now,
@@ -612,7 +619,7 @@ class PostgresStore(Store):
         careful: bool,
     ) -> list[WriteResult]:
         rows = await c.fetch(
-            "SELECT id, lease_owner, status, cancel_requested, last_seq, tenant FROM responses"
+            f"SELECT id, lease_owner, status, cancel_requested, {_LAST_SEQ}, tenant FROM responses"
             " WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
             list({w.response_id for w in writes}),
         )
@@ -623,7 +630,8 @@ class PostgresStore(Store):
         ev_seqs: list[int] = []
         ev_types: list[str] = []
         ev_data: list[bytes] = []
-        # per response: [finish, body, last_seq, notify, resume], merged over its accepted writes
+        # per response: [finish, body, last_seq, notify, resume, touch], merged over its accepted
+        # writes; touch: the row changes (events alone leave it be, see `last_seq_sql`)
         changes: dict[str, list[Any]] = {}
         appends: list[tuple[str, ConversationAppend]] = []
         for w, body in zip(writes, bodies, strict=True):
@@ -660,18 +668,20 @@ class PostgresStore(Store):
                 ev_seqs.extend(seqs)
                 ev_types.extend(e.type for e in w.events)
                 ev_data.extend(e.data for e in w.events)
-            ch = changes.setdefault(w.response_id, [None, None, None, False, None])
+            ch = changes.setdefault(w.response_id, [None, None, st[3], False, None, False])
             if w.resume is not None:
                 ch[4] = orjson.dumps(w.resume)
+                ch[5] = True
             if seqs:
                 st[3] = ch[2] = seqs[-1]
                 ch[3] = True
             if body is not None:
                 ch[1] = body
+                ch[5] = True
             if w.finish is not None:
                 st[0], st[1] = None, w.finish
                 ch[0] = w.finish
-                ch[3] = True
+                ch[3] = ch[5] = True
                 if w.conversation is not None:
                     appends.append((w.response_id, w.conversation))
             results.append(WriteResult.OK)
@@ -688,6 +698,7 @@ class PostgresStore(Store):
                 [changes[i][3] for i in ids],
                 time.time(),
                 [changes[i][4] for i in ids],
+                [changes[i][5] for i in ids],
             )
         # the turns' items, with their terminal writes (conversation rows locked in id order)
         for rid, conv in sorted(appends, key=lambda a: a[1].conversation_id):
@@ -769,7 +780,8 @@ class PostgresStore(Store):
     async def release(self, response_id: str, worker_id: str) -> bool:
         async def run(c: _Conn) -> bool:
             n = await c.fetchval(
-                "WITH u AS (UPDATE responses SET status = 'queued', lease_owner = NULL, lease_expires = NULL,"
+                f"WITH u AS (UPDATE responses SET status = 'queued', last_seq = {_LAST_SEQ}, lease_owner = NULL,"
+                " lease_expires = NULL,"
                 " updated_at = $1 WHERE id = $2 AND lease_owner = $3 AND status = 'in_progress' RETURNING 1)"
                 " SELECT count(*) FROM u",
                 time.time(),

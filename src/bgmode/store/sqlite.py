@@ -36,6 +36,7 @@ from bgmode.store.base import (
     Store,
     Write,
     WriteResult,
+    last_seq_sql,
     listing_query,
     queue_full,
     status_counts_query,
@@ -149,13 +150,14 @@ def _migrate(conn: sqlite3.Connection) -> None:
     conn.executescript(LISTING_INDEXES)
 
 
+_LAST_SEQ = last_seq_sql()
 _COLUMNS = (
-    "id, tenant, status, background, body, input_items, request, created_at, last_seq, "
+    f"id, tenant, status, background, body, input_items, request, created_at, {_LAST_SEQ} AS last_seq, "
     "cancel_requested, lease_owner, lease_expires, attempts, events_purged, resume"
 )
 #: what a poll needs: no input items, no run request (they can be large), body not decoded
 _SLIM_COLUMNS = (
-    "id, tenant, status, background, body, NULL, NULL, created_at, last_seq, "
+    f"id, tenant, status, background, body, NULL, NULL, created_at, {_LAST_SEQ} AS last_seq, "
     "cancel_requested, lease_owner, lease_expires, attempts, events_purged, NULL"
 )
 _MAX_BATCH = 512
@@ -261,10 +263,13 @@ class SQLiteStore(Store):
             batch, stop = _take(self._writes)
             if not batch:
                 break
-            results = _run_batch(conn, batch)
-            settled = [(fut, ok, value) for (_, fut), (ok, value) in zip(batch, results, strict=True)]
-            # one wake-up of the event loop per batch, not one per write
-            settled[0][0].get_loop().call_soon_threadsafe(_settle_all, settled)
+            creates = [job for job in batch if type(job[0]) is _Insert]
+            if creates and len(creates) < len(batch):
+                rest = [job for job in batch if type(job[0]) is not _Insert]
+                _run_and_settle(conn, creates)
+                _run_and_settle(conn, rest)
+            else:
+                _run_and_settle(conn, batch)
         conn.close()
 
     def _point_loop(self) -> None:
@@ -435,7 +440,7 @@ class SQLiteStore(Store):
             # the GIL while it binds parameters, and the event loop waits for it meanwhile
             ids = list({w.response_id for w, _, _, _ in prepared})
             rows_now = c.execute(
-                "SELECT id, lease_owner, status, cancel_requested, last_seq, tenant FROM responses"
+                f"SELECT id, lease_owner, status, cancel_requested, {_LAST_SEQ}, tenant FROM responses"
                 f" WHERE id IN ({','.join('?' * len(ids))})",
                 ids,
             ).fetchall()
@@ -443,8 +448,8 @@ class SQLiteStore(Store):
             out: list[WriteResult] = []
             appends: list[tuple[str, ConversationAppend]] = []
             events: list[tuple[str, int, str, bytes]] = []
-            progress: list[tuple[bytes | None, int | None, bytes | None, str]] = []
-            finishes: list[tuple[str, bytes | None, int | None, float, str]] = []
+            progress: list[tuple[bytes | None, int, bytes | None, str]] = []
+            finishes: list[tuple[str, bytes | None, int, float, str]] = []
             now = time.time()
             for w, body, rows, resume in prepared:
                 st = state.get(w.response_id)
@@ -464,25 +469,25 @@ class SQLiteStore(Store):
                 last = rows[-1][1] if rows else None
                 new_last = st[3] if last is None else last
                 if w.finish is not None:
-                    finishes.append((w.finish, body, last, now, w.response_id))
+                    finishes.append((w.finish, body, new_last, now, w.response_id))
                     state[w.response_id] = (None, w.finish, st[2], new_last)
                     if w.conversation is not None:
                         appends.append((w.response_id, w.conversation))
                 else:
-                    progress.append((body, last, resume, w.response_id))
+                    if body is not None or resume is not None:  # events alone leave the row be
+                        progress.append((body, new_last, resume, w.response_id))
                     state[w.response_id] = (st[0], st[1], st[2], new_last)
                 out.append(WriteResult.OK)
             if events:
                 c.executemany(_INSERT_EVENT, events)
             if progress:
                 c.executemany(
-                    "UPDATE responses SET body = COALESCE(?, body), last_seq = COALESCE(?, last_seq),"
-                    " resume = COALESCE(?, resume) WHERE id = ?",
+                    "UPDATE responses SET body = COALESCE(?, body), last_seq = ?, resume = COALESCE(?, resume) WHERE id = ?",
                     progress,
                 )
             if finishes:
                 c.executemany(
-                    "UPDATE responses SET status = ?, body = COALESCE(?, body), last_seq = COALESCE(?, last_seq),"
+                    "UPDATE responses SET status = ?, body = COALESCE(?, body), last_seq = ?,"
                     " lease_owner = NULL, lease_expires = NULL, resume = NULL, updated_at = ? WHERE id = ?",
                     finishes,
                 )
@@ -661,8 +666,8 @@ class SQLiteStore(Store):
         def run(c: sqlite3.Connection) -> bool:
             return (
                 c.execute(
-                    "UPDATE responses SET status = 'queued', lease_owner = NULL, lease_expires = NULL, updated_at = ?"
-                    " WHERE id = ? AND lease_owner = ? AND status = 'in_progress'",
+                    f"UPDATE responses SET status = 'queued', last_seq = {_LAST_SEQ}, lease_owner = NULL,"
+                    " lease_expires = NULL, updated_at = ? WHERE id = ? AND lease_owner = ? AND status = 'in_progress'",
                     (time.time(), response_id, worker_id),
                 ).rowcount
                 > 0
@@ -706,7 +711,9 @@ class SQLiteStore(Store):
         deadline = time.monotonic() + timeout
         while True:
             row = await self._read(
-                lambda c: c.execute("SELECT last_seq, status FROM responses WHERE id = ?", (response_id,)).fetchone()
+                lambda c: c.execute(
+                    f"SELECT {_LAST_SEQ}, status FROM responses WHERE id = ?", (response_id,)
+                ).fetchone()
             )
             if row is None or row[0] > after or row[1] in TERMINAL_VALUES:
                 return
@@ -1012,6 +1019,13 @@ class _Insert:
         c.execute(_INSERT_RESPONSE, self.row)
         if self.events:
             c.executemany(_INSERT_EVENT, self.events)
+
+
+def _run_and_settle(conn: sqlite3.Connection, batch: list[_Job]) -> None:
+    results = _run_batch(conn, batch)
+    settled = [(fut, ok, value) for (_, fut), (ok, value) in zip(batch, results, strict=True)]
+    # one wake-up of the event loop per batch, not one per write
+    settled[0][0].get_loop().call_soon_threadsafe(_settle_all, settled)
 
 
 def _run_batch(
