@@ -53,6 +53,15 @@ async def _create(
     return b
 
 
+#: a started response's log: created, queued, in_progress
+_STARTED = [(0, "response.created"), (1, "response.queued"), (2, "response.in_progress")]
+
+
+async def _log(store: Store, response_id: str) -> list[tuple[int, str]]:
+    """A response's stored log: (sequence number, type) per event."""
+    return [(e.seq, e.type) for e in await store.events_after(response_id, -1)]
+
+
 async def test_a_refused_finish_does_not_take_earlier_events_with_it(tmp_path: Path) -> None:
     """A progress write and a finishing write of one response, flushed in the same round, with a
     cancel committed first: the finish is refused (CANCEL_REQUESTED) but the progress write is
@@ -67,12 +76,7 @@ async def test_a_refused_finish_does_not_take_earlier_events_with_it(tmp_path: P
         worker.submit(None, Write("resp_1", [b.lifecycle("response.in_progress")], b.body))
         done = worker.submit_and_wait(None, Write("resp_1", b.terminal(Status.COMPLETED), b.body, "completed"))
         assert await done is WriteResult.CANCEL_REQUESTED
-        stored = await store.events_after("resp_1", -1)
-        assert [(e.seq, e.type) for e in stored] == [
-            (0, "response.created"),
-            (1, "response.queued"),
-            (2, "response.in_progress"),
-        ]
+        assert await _log(store, "resp_1") == _STARTED
     finally:
         await worker.stop(grace=0)
         await store.close()
@@ -172,12 +176,7 @@ async def test_a_round_written_in_parts_retries_only_the_parts_not_written(
         assert await asyncio.wait_for(asyncio.gather(*done), 10) == [WriteResult.OK] * 3
         assert store.calls == 4  # a, then b failed, then b and c again
         for rid in ids:
-            stored = await store.events_after(rid, -1)
-            assert [(e.seq, e.type) for e in stored] == [
-                (0, "response.created"),
-                (1, "response.queued"),
-                (2, "response.in_progress"),
-            ]
+            assert await _log(store, rid) == _STARTED
     finally:
         await worker.stop(grace=0)
         await store.close()
