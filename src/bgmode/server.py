@@ -12,6 +12,7 @@ import asyncio
 import gc
 import importlib.util
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -38,6 +39,47 @@ class _H11(H11Protocol):
     send_400_response = _json_400
 
 
+class _OneSend:
+    """The transport as one response sees it: its header block is held back until its first
+    body bytes, so a whole JSON answer leaves in one `send()` instead of two (uvicorn writes
+    the header block at `http.response.start`, uvloop writes at once). A header block with no
+    body written in the same turn of the event loop (an SSE stream's first event comes later,
+    a HEAD answer has none) is sent at the end of that turn."""
+
+    __slots__ = ("_transport", "_held", "_loop")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._held is not None:
+            data = self._held + data
+            self._held = None
+        elif data.startswith(b"HTTP/1.1 ") and data.endswith(b"\r\n\r\n"):  # a header block
+            self._held = data
+            self._loop.call_soon(self._release)
+            return
+        self._transport.write(data)
+
+    def _release(self) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def close(self) -> None:
+        self._release()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 def _http_protocol() -> type[asyncio.Protocol]:
     if importlib.util.find_spec("httptools") is None:
         return _H11
@@ -45,6 +87,12 @@ def _http_protocol() -> type[asyncio.Protocol]:
 
     class _HttpTools(HttpToolsProtocol):
         send_400_response = _json_400
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            cycle = self.cycle
+            if cycle is not None and cycle.transport is self.transport:  # not an upgrade
+                cycle.transport = _OneSend(self.transport, self.loop)  # type: ignore[assignment]
 
     return _HttpTools
 
