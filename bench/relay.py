@@ -233,11 +233,39 @@ def measure(way: str, up: str, streams: int, workers: int | None = None) -> dict
             with RssSampler(server.pid) as rss:
                 out = go(url, body, end)
             out["rss"] = rss.samples
+            if way == "bgmode":
+                out["stages_ms"] = server_stages(f"http://127.0.0.1:{port}/metrics")
             if way in LITELLM_WAYS:
                 out["version"] = litellm_version()
             return out
         finally:
             stop(server)
+
+
+def server_stages(metrics_url: str) -> dict[str, float]:
+    """bgmode's own view of the streams just relayed, from its /metrics histograms (exact
+    means: sum / count): create -> a worker starts it ("queued"), create -> first output
+    ("first_token"). The client's time to first token minus "first_token" is the HTTP way in
+    and the event's way out."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(metrics_url, timeout=10) as r:
+        text = r.read().decode()
+    sums: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+    out = {}
+    for stage, name in (
+        ("queued", "bgmode_response_queue_seconds"),
+        ("first_token", "bgmode_response_first_token_seconds"),
+    ):
+        n = sums.get(f"{name}_count", 0.0)
+        if n:
+            out[stage] = 1000 * sums[f"{name}_sum"] / n
+    return out
 
 
 def main() -> None:
@@ -266,6 +294,14 @@ def main() -> None:
             f"{way:17s} wall {r['wall_s']:6.2f}s  per stream median {statistics.median(r['per_stream_s']):5.2f}s "
             f"max {max(r['per_stream_s']):5.2f}s  first token median {statistics.median(r['ttft_s']) * 1000:4.0f}ms "
             f"max {max(r['ttft_s']) * 1000:4.0f}ms  events {r['events']}"
+        )
+    stages = result.get("bgmode", {}).get("stages_ms")
+    if stages:
+        ttft = statistics.fmean(result["bgmode"]["ttft_s"]) * 1000
+        print(
+            f"bgmode stages (means, ms): create -> started {stages.get('queued', float('nan')):.0f}, "
+            f"create -> first token {stages.get('first_token', float('nan')):.0f} (server side); "
+            f"client's first token {ttft:.0f}"
         )
     if "direct" in result and "bgmode" in result:
         print(f"ratio (wall): {result['bgmode']['wall_s'] / result['direct']['wall_s']:.2f}x (target <= 1.10x)")
