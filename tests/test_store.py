@@ -416,24 +416,27 @@ async def test_cancel_queued_only_while_queued(store: Store) -> None:
 # -- leases -------------------------------------------------------------------------------------
 
 
-async def test_heartbeat_renews_leases_and_reports_cancels(store: Store) -> None:
+async def test_heartbeat_renews_the_leases_of_what_runs_and_reports_cancels(store: Store) -> None:
     a = await running(store, lease=5)
     b = await running(store, lease=5)
     c = await running(store, worker=W2, lease=5)
+    lost = await running(store, lease=5)  # leased to W1, which does not run it (a lost claim)
+    ids = [a.id, b.id, c.id]
     before = time.time()
-    assert await store.heartbeat(W1, 600) == []
-    for r, renewed in ((a, True), (b, True), (c, False)):
+    assert await store.heartbeat(W1, 600, ids) == []
+    for r, renewed in ((a, True), (b, True), (c, False), (lost, False)):
         got = await store.get(r.id)
         assert got is not None and got.lease_expires is not None
         assert (got.lease_expires >= before + 600) is renewed
     assert await store.request_cancel(b.id)
     assert await store.request_cancel(c.id)
-    assert await store.heartbeat(W1, 600) == [b.id]
-    assert await store.heartbeat(W2, 600) == [c.id]
-    assert await store.heartbeat("nobody", 600) == []
+    assert await store.request_cancel(lost.id)
+    assert await store.heartbeat(W1, 600, ids) == [b.id]
+    assert await store.heartbeat(W2, 600, ids) == [c.id]
+    assert await store.heartbeat("nobody", 600, ids) == []
     # a finished response is no longer leased
     await store.write(W1, [Write(b.id, [event(2)], None, Status.CANCELLED.value)])
-    assert await store.heartbeat(W1, 600) == []
+    assert await store.heartbeat(W1, 600, ids) == []
 
 
 async def test_takeover_only_after_the_lease_expired(store: Store) -> None:

@@ -636,7 +636,7 @@ class Worker:
             if not self.jobs:
                 continue
             try:
-                cancelled = await self.store.heartbeat(self.worker_id, self.config.lease_seconds)
+                cancelled = await self.store.heartbeat(self.worker_id, self.config.lease_seconds, list(self.jobs))
             except Exception:
                 log.exception("heartbeat failed")
                 continue

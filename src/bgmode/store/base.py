@@ -361,8 +361,10 @@ class Store(ABC):
         """Move up to `limit` queued responses, oldest first, to `in_progress` under a lease."""
 
     @abstractmethod
-    async def heartbeat(self, worker_id: str, lease_seconds: float) -> list[str]:
-        """Renew every lease `worker_id` holds; return the ids whose cancel was requested."""
+    async def heartbeat(self, worker_id: str, lease_seconds: float, response_ids: list[str]) -> list[str]:
+        """Renew the leases `worker_id` holds on `response_ids` (the ones it runs); return those
+        whose cancel was requested. A lease it holds without running the response (a claim or
+        a create whose answer was lost after its commit) is left to expire and be reaped."""
 
     @abstractmethod
     async def write(self, worker_id: str, writes: list[Write]) -> list[WriteResult]:

@@ -583,16 +583,17 @@ class PostgresStore(Store):
         rows = await self._tx(run)
         return sorted((_record(r) for r in rows), key=lambda r: r.created_at)
 
-    async def heartbeat(self, worker_id: str, lease_seconds: float) -> list[str]:
+    async def heartbeat(self, worker_id: str, lease_seconds: float, response_ids: list[str]) -> list[str]:
         async def run(c: _Conn) -> list[asyncpg.Record]:
             # rows locked in id order, like write(): the two never deadlock
             return await c.fetch(
                 "WITH mine AS MATERIALIZED (SELECT id FROM responses WHERE lease_owner = $2"
-                " AND status = 'in_progress' ORDER BY id FOR UPDATE)"
+                " AND status = 'in_progress' AND id = ANY($3::text[]) ORDER BY id FOR UPDATE)"
                 " UPDATE responses r SET lease_expires = $1 FROM mine WHERE r.id = mine.id"
                 " RETURNING r.id, r.cancel_requested",
                 time.time() + lease_seconds,
                 worker_id,
+                response_ids,
             )
 
         rows = await self._tx(run)

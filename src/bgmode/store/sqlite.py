@@ -410,17 +410,16 @@ class SQLiteStore(Store):
 
         return await self._write(run)
 
-    async def heartbeat(self, worker_id: str, lease_seconds: float) -> list[str]:
+    async def heartbeat(self, worker_id: str, lease_seconds: float, response_ids: list[str]) -> list[str]:
+        ids = orjson.dumps(response_ids)
+
         def run(c: sqlite3.Connection) -> list[str]:
-            c.execute(
-                "UPDATE responses SET lease_expires = ? WHERE lease_owner = ? AND status = 'in_progress'",
-                (time.time() + lease_seconds, worker_id),
-            )
             rows = c.execute(
-                "SELECT id FROM responses WHERE lease_owner = ? AND status = 'in_progress' AND cancel_requested = 1",
-                (worker_id,),
+                "UPDATE responses SET lease_expires = ? WHERE lease_owner = ? AND status = 'in_progress'"
+                " AND id IN (SELECT value FROM json_each(?)) RETURNING id, cancel_requested",
+                (time.time() + lease_seconds, worker_id, ids),
             ).fetchall()
-            return [r[0] for r in rows]
+            return sorted(r[0] for r in rows if r[1])
 
         return await self._write(run)
 
