@@ -26,14 +26,14 @@ class Reader:
         self.sock = sock
         self.buf = b""
 
-    def _fill(self) -> None:
+    def fill(self) -> None:
         chunk = self.sock.recv(65536)
         assert chunk, f"connection closed with {self.buf!r} unread"
         self.buf += chunk
 
     def head(self) -> tuple[int, dict[str, str]]:
         while b"\r\n\r\n" not in self.buf:
-            self._fill()
+            self.fill()
         raw, _, self.buf = self.buf.partition(b"\r\n\r\n")
         status_line, *fields = raw.decode("latin-1").split("\r\n")
         assert status_line.startswith("HTTP/1.1 "), status_line
@@ -42,7 +42,7 @@ class Reader:
 
     def exactly(self, n: int) -> bytes:
         while len(self.buf) < n:
-            self._fill()
+            self.fill()
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
 
@@ -106,5 +106,5 @@ def test_a_stream_starts_before_its_later_events(bgmode_server: BgmodeServer) ->
         status, headers = r.head()
         assert status == 200 and headers["content-type"].startswith("text/event-stream")
         while b"0\r\n\r\n" not in r.buf:  # chunked: the last chunk ends the stream
-            r._fill()
+            r.fill()
     assert b"event: response.completed" in r.buf
