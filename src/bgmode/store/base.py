@@ -299,6 +299,9 @@ class QueueFull(RateLimited):
         self.limit = limit
         self.per_tenant = per_tenant
 
+    def __reduce__(self) -> tuple[type[QueueFull], tuple[int, bool]]:  # it crosses the writer process's pipe
+        return QueueFull, (self.limit, self.per_tenant)
+
 
 def queue_full(total: int, mine: int | None, max_queued: int, max_queued_tenant: int) -> QueueFull | None:
     """The refusal for a create that finds `total` queued responses (`mine` of its tenant's)."""

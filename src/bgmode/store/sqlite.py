@@ -1,12 +1,15 @@
-"""SQLite store (the default): WAL, one writer thread with group commit, pooled readers.
+"""SQLite store (the default): WAL, one writer process with group commit, pooled readers.
 
 Why not aiosqlite: it runs each call as its own statement on its own thread, so every
-token would be its own transaction. Here every write is a small function handed to one
-writer thread, which drains all that are waiting, runs them in one transaction, commits
-once and resolves all their futures (if one write fails, the batch is rolled back and each write
-is run again on its own). Under load, batches grow on their own: that is group commit.
-Reads run on a small pool of threads with their own connections (WAL lets them read
-while the writer writes). Nothing here ever blocks the event loop.
+token would be its own transaction. Here every write is a small function and its arguments
+(`_w_*` below: plain data, so it pickles) handed to one writer *process*
+(`sqlite_writer`), which runs all that are waiting in one transaction, commits once and
+answers them all (if one write fails, the batch is rolled back and each write is run again
+on its own). Under load, batches grow on their own: that is group commit. A process, not a
+thread: a writer thread and the event loop take turns on the GIL, so a busy server ran its
+creates at the pace of one core (ARCHITECTURE, "The writer and the GIL"). Reads run in this
+process on a small pool of threads with their own connections (WAL lets them read while the
+writer writes). Nothing here ever blocks the event loop.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import contextlib
 import os
 import queue
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +36,7 @@ from bgmode.store.base import (
     ConversationLocked,
     ConversationRecord,
     DeliveryRecord,
+    Fanout,
     QueueFull,
     Store,
     Write,
@@ -42,6 +47,7 @@ from bgmode.store.base import (
     status_counts_query,
     unique_ids,
 )
+from bgmode.store.sqlite_writer import WriterProcess
 
 T = TypeVar("T")
 
@@ -201,6 +207,17 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
+def _prepare(path: str) -> None:
+    """Create or migrate the schema (before the writer process opens the file)."""
+    conn = _connect(path)
+    try:
+        conn.executescript(SCHEMA)
+        _migrate(conn)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    finally:
+        conn.close()
+
+
 def path_from_url(url: str) -> str:
     """`sqlite:///relative.db`, `sqlite:////abs/path.db` or `sqlite:///:memory:` → a path."""
     if not url.startswith("sqlite://"):
@@ -214,12 +231,13 @@ def path_from_url(url: str) -> str:
 class SQLiteStore(Store):
     def __init__(self, path: str) -> None:
         self.path = path
-        self._writes: queue.SimpleQueue[_Job | None]
-        self._writes = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
+        #: `:memory:`: a database in a temporary folder, gone at `close()` (the writer process
+        #: and the readers need a file to share)
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        self._writer: WriterProcess | None = None
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bgmode-sqlite-read")
         #: one-row reads by primary key (polls): one thread, taken in batches (see `_point_loop`)
-        self._points: queue.SimpleQueue[_Job | None]
+        self._points: queue.SimpleQueue[_Point | None]
         self._points = queue.SimpleQueue()
         self._point_reader: threading.Thread | None = None
         self._local = threading.local()
@@ -230,22 +248,21 @@ class SQLiteStore(Store):
     # -- plumbing -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        if self.path != ":memory:":
+        if self.path == ":memory:":
+            self._scratch = tempfile.TemporaryDirectory(prefix="bgmode-memory-")
+            self.path = os.path.join(self._scratch.name, "bgmode.db")
+        else:
             parent = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(parent, exist_ok=True)
-        conn = _connect(self.path)
-        conn.executescript(SCHEMA)
-        _migrate(conn)
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="bgmode-sqlite-write", daemon=True)
-        self._writer.start()
+        await asyncio.to_thread(_prepare, self.path)
+        self._writer = WriterProcess(self.path)
+        await self._writer.start()
         self._point_reader = threading.Thread(target=self._point_loop, name="bgmode-sqlite-point", daemon=True)
         self._point_reader.start()
 
     async def close(self) -> None:
         if self._writer is not None:
-            self._writes.put(None)
-            await asyncio.to_thread(self._writer.join)
+            await self._writer.close()
             self._writer = None
         if self._point_reader is not None:
             self._points.put(None)
@@ -256,21 +273,10 @@ class SQLiteStore(Store):
             for c in self._reader_conns:
                 c.close()
             self._reader_conns.clear()
-
-    def _write_loop(self, conn: sqlite3.Connection) -> None:
-        stop = False
-        while not stop:
-            batch, stop = _take(self._writes)
-            if not batch:
-                break
-            creates = [job for job in batch if type(job[0]) is _Insert]
-            if creates and len(creates) < len(batch):
-                rest = [job for job in batch if type(job[0]) is not _Insert]
-                _run_and_settle(conn, creates)
-                _run_and_settle(conn, rest)
-            else:
-                _run_and_settle(conn, batch)
-        conn.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
+            self.path = ":memory:"
 
     def _point_loop(self) -> None:
         """Runs one-row reads in batches: everything queued when the thread wakes, then one
@@ -300,10 +306,11 @@ class SQLiteStore(Store):
         self._points.put((fn, fut))
         return await fut
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._writes.put((fn, fut))
-        return await fut
+    def _write(self, op: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """`op(connection, *args)`, run by the writer process in its next transaction."""
+        if self._writer is None:
+            raise sqlite3.ProgrammingError("the store is not open")
+        return self._writer.submit(op, args)
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -350,37 +357,17 @@ class SQLiteStore(Store):
             idempotency_key,
             _model(record),
         )
-        insert = _Insert(row, [(record.id, e.seq, e.type, e.data) for e in events])
+        rows = [(record.id, e.seq, e.type, e.data) for e in events]
         if idempotency_key is None and not max_queued and not max_queued_tenant:
-            await self._write(insert)  # batched with the other plain creates of its round
+            await self._write(_w_insert, row, rows)  # batched with the other plain creates of its round
         else:
-
-            def run(c: sqlite3.Connection) -> ResponseRecord | QueueFull | None:
-                if idempotency_key is not None:
-                    found = c.execute(
-                        f"SELECT {_COLUMNS} FROM responses WHERE tenant = ? AND idempotency_key = ?",
-                        (record.tenant, idempotency_key),
-                    ).fetchone()
-                    if found is not None:
-                        return _record(found)
-                if max_queued or max_queued_tenant:  # one writer: counted and inserted atomically
-                    total = c.execute("SELECT count(*) FROM responses WHERE status = 'queued'").fetchone()[0]
-                    mine = None
-                    if max_queued_tenant:
-                        mine = c.execute(
-                            "SELECT count(*) FROM responses WHERE tenant = ? AND status = 'queued'", (record.tenant,)
-                        ).fetchone()[0]
-                    refused = queue_full(total, mine, max_queued, max_queued_tenant)
-                    if refused is not None:
-                        return refused  # returned, not raised: a raise rolls back the batch
-                insert(c)
-                return None
-
-            existing = await self._write(run)
-            if isinstance(existing, QueueFull):
-                raise existing
-            if existing is not None:
-                return existing
+            found = await self._write(
+                _w_create_checked, row, rows, record.tenant, idempotency_key, max_queued, max_queued_tenant
+            )
+            if isinstance(found, QueueFull):
+                raise found
+            if found is not None:
+                return _record(found)
         record.last_seq = last_seq
         return record
 
@@ -390,147 +377,38 @@ class SQLiteStore(Store):
         return None if row is None else _record(row)
 
     async def delete(self, response_id: str) -> bool:
-        def run(c: sqlite3.Connection) -> bool:
-            n = c.execute("DELETE FROM responses WHERE id = ?", (response_id,)).rowcount
-            c.execute("DELETE FROM events WHERE response_id = ?", (response_id,))
-            return n > 0
-
-        return await self._write(run)
+        return await self._write(_w_delete, response_id)
 
     async def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[ResponseRecord]:
-        def run(c: sqlite3.Connection) -> list[ResponseRecord]:
-            rows = c.execute(
-                "UPDATE responses SET status = 'in_progress', lease_owner = ?, lease_expires = ?,"
-                " attempts = attempts + 1, updated_at = ?"
-                " WHERE id IN (SELECT id FROM responses WHERE status = 'queued' ORDER BY id LIMIT ?)"
-                f" RETURNING {_COLUMNS}",
-                (worker_id, time.time() + lease_seconds, time.time(), limit),
-            ).fetchall()
-            return sorted((_record(r) for r in rows), key=lambda r: r.created_at)
-
-        return await self._write(run)
+        rows = await self._write(_w_claim, worker_id, limit, lease_seconds)
+        return sorted((_record(r) for r in rows), key=lambda r: r.created_at)
 
     async def heartbeat(self, worker_id: str, lease_seconds: float, response_ids: list[str]) -> list[str]:
-        ids = orjson.dumps(response_ids)
-
-        def run(c: sqlite3.Connection) -> list[str]:
-            rows = c.execute(
-                "UPDATE responses SET lease_expires = ? WHERE lease_owner = ? AND status = 'in_progress'"
-                " AND id IN (SELECT value FROM json_each(?)) RETURNING id, cancel_requested",
-                (time.time() + lease_seconds, worker_id, ids),
-            ).fetchall()
-            return sorted(r[0] for r in rows if r[1])
-
-        return await self._write(run)
+        return await self._write(_w_heartbeat, worker_id, lease_seconds, orjson.dumps(response_ids))
 
     async def write(self, worker_id: str, writes: list[Write]) -> list[WriteResult]:
         prepared = [
             (
-                w,
+                w.response_id,
+                w.finish,
+                w.force,
+                w.conversation,
                 None if w.body is None else orjson.dumps(w.body),
                 [(w.response_id, e.seq, e.type, e.data) for e in w.events],
                 None if w.resume is None else orjson.dumps(w.resume),
             )
             for w in writes
         ]
-
-        def run(c: sqlite3.Connection) -> list[WriteResult]:
-            # a few statements for the whole batch, not a few per response: the writer holds
-            # the GIL while it binds parameters, and the event loop waits for it meanwhile
-            ids = list({w.response_id for w, _, _, _ in prepared})
-            rows_now = c.execute(
-                f"SELECT id, lease_owner, status, cancel_requested, {_LAST_SEQ}, tenant FROM responses"
-                f" WHERE id IN ({','.join('?' * len(ids))})",
-                ids,
-            ).fetchall()
-            state = {r[0]: (r[1], r[2], r[3], r[4]) for r in rows_now}
-            out: list[WriteResult] = []
-            appends: list[tuple[str, ConversationAppend]] = []
-            events: list[tuple[str, int, str, bytes]] = []
-            progress: list[tuple[bytes | None, int, bytes | None, str]] = []
-            finishes: list[tuple[str, bytes | None, int, float, str]] = []
-            now = time.time()
-            for w, body, rows, resume in prepared:
-                st = state.get(w.response_id)
-                if st is None or st[0] != worker_id or st[1] != "in_progress":
-                    out.append(WriteResult.FENCED)
-                    continue
-                if w.finish is not None and st[2] and not w.force and w.finish != Status.CANCELLED:
-                    out.append(WriteResult.CANCEL_REQUESTED)
-                    continue
-                if rows and (
-                    rows[0][1] != st[3] + 1 or any(b[1] != a[1] + 1 for a, b in zip(rows, rows[1:], strict=False))
-                ):
-                    # positions taken, or a gap: refuse this write only (logs stay 0..n)
-                    out.append(WriteResult.FENCED)
-                    continue
-                events.extend(rows)
-                last = rows[-1][1] if rows else None
-                new_last = st[3] if last is None else last
-                if w.finish is not None:
-                    finishes.append((w.finish, body, new_last, now, w.response_id))
-                    state[w.response_id] = (None, w.finish, st[2], new_last)
-                    if w.conversation is not None:
-                        appends.append((w.response_id, w.conversation))
-                else:
-                    if body is not None or resume is not None:  # events alone leave the row be
-                        progress.append((body, new_last, resume, w.response_id))
-                    state[w.response_id] = (st[0], st[1], st[2], new_last)
-                out.append(WriteResult.OK)
-            if events:
-                c.executemany(_INSERT_EVENT, events)
-            if progress:
-                c.executemany(
-                    "UPDATE responses SET body = COALESCE(?, body), last_seq = ?, resume = COALESCE(?, resume) WHERE id = ?",
-                    progress,
-                )
-            if finishes:
-                c.executemany(
-                    "UPDATE responses SET status = ?, body = COALESCE(?, body), last_seq = ?,"
-                    " lease_owner = NULL, lease_expires = NULL, resume = NULL, updated_at = ? WHERE id = ?",
-                    finishes,
-                )
-            for rid, conv in appends:  # the turn's items, with its terminal write
-                _conv_append(c, conv.conversation_id, rid, conv.items, now)
-            if finishes and fanout.targets:  # the webhook outbox, in the same transaction
-                tenants = {r[0]: r[5] for r in rows_now}
-                outbox = [d for f in finishes for d in fanout.rows(f[4], tenants[f[4]], f[0], now)]
-                if outbox:
-                    c.executemany(_INSERT_DELIVERY, outbox)
-                    queued[0] = True
-            return out
-
-        fanout = self._fanout
-        queued = [False]
-        results = await self._write(run)
-        if queued[0]:
+        results, queued = await self._write(_w_write, worker_id, prepared, self._fanout)
+        if queued:
             self._wake_webhooks()
         return results
 
     async def cancel_queued(self, response_id: str, body: dict[str, Any], events: list[StoredEvent]) -> bool:
-        data = orjson.dumps(body)
         rows = [(response_id, e.seq, e.type, e.data) for e in events]
         first = events[0].seq if events else 0
-
-        fanout = self._fanout
-
-        def run(c: sqlite3.Connection) -> bool:
-            now = time.time()
-            row = c.execute(
-                "UPDATE responses SET status = 'cancelled', body = ?, last_seq = ?, updated_at = ?"
-                " WHERE id = ? AND status = 'queued' AND last_seq = ? RETURNING tenant",
-                (data, rows[-1][1] if rows else -1, now, response_id, first - 1),
-            ).fetchone()
-            if row is None:
-                return False
-            c.executemany(_INSERT_EVENT, rows)
-            outbox = fanout.rows(response_id, row[0], Status.CANCELLED.value, now)
-            if outbox:
-                c.executemany(_INSERT_DELIVERY, outbox)
-            return True
-
-        done = await self._write(run)
-        if done and fanout.targets:
+        done = await self._write(_w_cancel_queued, response_id, orjson.dumps(body), rows, first, self._fanout)
+        if done and self._fanout.targets:
             self._wake_webhooks()
         return done
 
@@ -555,19 +433,8 @@ class SQLiteStore(Store):
             self._webhook_waiters.discard(fut)
 
     async def webhook_claim(self, endpoint: str, owner: str, limit: int, lease_seconds: float) -> list[DeliveryRecord]:
-        def run(c: sqlite3.Connection) -> list[DeliveryRecord]:
-            now = time.time()
-            rows = c.execute(
-                "UPDATE webhook_deliveries SET claimed_by = ?, claimed_until = ?"
-                " WHERE id IN (SELECT id FROM webhook_deliveries WHERE endpoint = ? AND status = 'pending'"
-                " AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until < ?)"
-                " ORDER BY next_attempt_at LIMIT ?)"
-                f" RETURNING {DELIVERY_COLUMNS}",
-                (owner, now + lease_seconds, endpoint, now, now, limit),
-            ).fetchall()
-            return sorted((DeliveryRecord(*r) for r in rows), key=lambda d: d.next_attempt_at or 0.0)
-
-        return await self._write(run)
+        rows = await self._write(_w_webhook_claim, endpoint, owner, limit, lease_seconds)
+        return sorted((DeliveryRecord(*r) for r in rows), key=lambda d: d.next_attempt_at or 0.0)
 
     async def webhook_result(
         self,
@@ -579,25 +446,7 @@ class SQLiteStore(Store):
         error: str | None,
         next_attempt_at: float | None,
     ) -> bool:
-        def run(c: sqlite3.Connection) -> bool:
-            now = time.time()
-            n = c.execute(
-                "UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, last_status_code = ?,"
-                " last_error = ?, next_attempt_at = ?, delivered_at = ?, claimed_by = NULL, claimed_until = NULL"
-                " WHERE id = ? AND claimed_by = ? AND status = 'pending'",
-                (
-                    status,
-                    status_code,
-                    error,
-                    next_attempt_at,
-                    now if status == "delivered" else None,
-                    delivery_id,
-                    owner,
-                ),
-            ).rowcount
-            return n > 0
-
-        return await self._write(run)
+        return await self._write(_w_webhook_result, delivery_id, owner, status, status_code, error, next_attempt_at)
 
     async def webhook_next_due(self, endpoints: list[str]) -> float | None:
         if not endpoints:
@@ -631,48 +480,16 @@ class SQLiteStore(Store):
         return [DeliveryRecord(*r) for r in rows]
 
     async def request_cancel(self, response_id: str) -> bool:
-        def run(c: sqlite3.Connection) -> bool:
-            return (
-                c.execute(
-                    "UPDATE responses SET cancel_requested = 1 WHERE id = ? AND status = 'in_progress'",
-                    (response_id,),
-                ).rowcount
-                > 0
-            )
-
-        return await self._write(run)
+        return await self._write(_w_request_cancel, response_id)
 
     async def takeover(
         self, response_id: str, worker_id: str, lease_seconds: float, owner: str | None = None
     ) -> ResponseRecord | None:
-        def run(c: sqlite3.Connection) -> ResponseRecord | None:
-            now = time.time()
-            if owner is None:
-                cond, arg = "(lease_expires IS NULL OR lease_expires < ?)", now
-            else:
-                cond, arg = "lease_owner = ?", owner  # type: ignore[assignment]
-            row = c.execute(
-                "UPDATE responses SET lease_owner = ?, lease_expires = ?, updated_at = ?"
-                f" WHERE id = ? AND status = 'in_progress' AND {cond}"
-                f" RETURNING {_COLUMNS}",
-                (worker_id, now + lease_seconds, now, response_id, arg),
-            ).fetchone()
-            return None if row is None else _record(row)
-
-        return await self._write(run)
+        row = await self._write(_w_takeover, response_id, worker_id, lease_seconds, owner)
+        return None if row is None else _record(row)
 
     async def release(self, response_id: str, worker_id: str) -> bool:
-        def run(c: sqlite3.Connection) -> bool:
-            return (
-                c.execute(
-                    f"UPDATE responses SET status = 'queued', last_seq = {_LAST_SEQ}, lease_owner = NULL,"
-                    " lease_expires = NULL, updated_at = ? WHERE id = ? AND lease_owner = ? AND status = 'in_progress'",
-                    (time.time(), response_id, worker_id),
-                ).rowcount
-                > 0
-            )
-
-        return await self._write(run)
+        return await self._write(_w_release, response_id, worker_id)
 
     async def leased(self, owner_prefix: str, limit: int) -> list[ResponseRecord]:
         rows = await self._read(
@@ -722,11 +539,7 @@ class SQLiteStore(Store):
             await asyncio.sleep(min(left, 0.05))
 
     async def secret(self, name: str, value: bytes) -> bytes:
-        def run(c: sqlite3.Connection) -> bytes:
-            c.execute("INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)", (name, value))
-            return bytes(c.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()[0])
-
-        return await self._write(run)
+        return await self._write(_w_secret, name, value)
 
     async def count_queued(self, tenant: str | None = None) -> int:
         sql = "SELECT count(*) FROM responses WHERE status = 'queued'"
@@ -767,55 +580,14 @@ class SQLiteStore(Store):
         return [(r[0], int(r[1]), float(r[2] or 0.0)) for r in rows]
 
     async def sweep(self, responses_before: float, events_before: float, limit: int) -> tuple[int, int]:
-        terminal = tuple(TERMINAL_VALUES)
-        marks = ",".join("?" * len(terminal))
-
-        def run(c: sqlite3.Connection) -> tuple[int, int]:
-            ids = [
-                r[0]
-                for r in c.execute(
-                    f"SELECT id FROM responses WHERE updated_at < ? AND status IN ({marks}) LIMIT ?",
-                    (responses_before, *terminal, limit),
-                ).fetchall()
-            ]
-            for i in ids:
-                c.execute("DELETE FROM events WHERE response_id = ?", (i,))
-                c.execute("DELETE FROM responses WHERE id = ?", (i,))
-            logs = [
-                r[0]
-                for r in c.execute(
-                    f"SELECT id FROM responses WHERE updated_at < ? AND status IN ({marks}) AND events_purged = 0"
-                    " LIMIT ?",
-                    (events_before, *terminal, limit),
-                ).fetchall()
-            ]
-            for i in logs:
-                c.execute("DELETE FROM events WHERE response_id = ?", (i,))
-                c.execute("UPDATE responses SET events_purged = 1 WHERE id = ?", (i,))
-            # finished webhook deliveries go with the responses' retention (pending ones stay
-            # until they are delivered or given up)
-            c.execute(
-                "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries"
-                " WHERE status != 'pending' AND created_at < ? LIMIT ?)",
-                (responses_before, limit),
-            )
-            return len(ids), len(logs)
-
-        return await self._write(run)
+        return await self._write(_w_sweep, responses_before, events_before, limit)
 
     # -- conversations --------------------------------------------------------------------
 
     async def conversation_create(self, conv: ConversationRecord, items: list[dict[str, Any]]) -> None:
-        meta = orjson.dumps(conv.metadata)
-
-        def run(c: sqlite3.Connection) -> None:
-            c.execute(
-                "INSERT INTO conversations (id, tenant, created_at, updated_at, metadata) VALUES (?, ?, ?, ?, ?)",
-                (conv.id, conv.tenant, conv.created_at, time.time(), meta),
-            )
-            _conv_append(c, conv.id, None, items, time.time())
-
-        await self._write(run)
+        await self._write(
+            _w_conversation_create, conv.id, conv.tenant, conv.created_at, orjson.dumps(conv.metadata), items
+        )
 
     async def conversation_get(self, conversation_id: str) -> ConversationRecord | None:
         row = await self._read(
@@ -826,27 +598,14 @@ class SQLiteStore(Store):
         return None if row is None else ConversationRecord(row[0], row[1], row[2], orjson.loads(row[3]))
 
     async def conversation_update(self, conversation_id: str, metadata: dict[str, str]) -> ConversationRecord | None:
-        meta = orjson.dumps(metadata)
-
-        def run(c: sqlite3.Connection) -> ConversationRecord | None:
-            row = c.execute(
-                "UPDATE conversations SET metadata = ?, updated_at = ? WHERE id = ? RETURNING id, tenant, created_at",
-                (meta, time.time(), conversation_id),
-            ).fetchone()
-            return None if row is None else ConversationRecord(row[0], row[1], row[2], dict(metadata))
-
-        return await self._write(run)
+        row = await self._write(_w_conversation_update, conversation_id, orjson.dumps(metadata))
+        return None if row is None else ConversationRecord(row[0], row[1], row[2], dict(metadata))
 
     async def conversation_delete(self, conversation_id: str) -> bool:
-        def run(c: sqlite3.Connection) -> bool:
-            n = c.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,)).rowcount
-            c.execute("DELETE FROM conversation_items WHERE conversation_id = ?", (conversation_id,))
-            return n > 0
-
-        return await self._write(run)
+        return await self._write(_w_conversation_delete, conversation_id)
 
     async def conversation_add(self, conversation_id: str, items: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-        return await self._write(lambda c: _conv_append(c, conversation_id, None, items, time.time()))
+        return await self._write(_w_conversation_append, conversation_id, None, items)
 
     async def conversation_items(
         self, conversation_id: str, after: str | None, limit: int, order: str
@@ -883,65 +642,371 @@ class SQLiteStore(Store):
         return None if row is None else dict(orjson.loads(row[0]))
 
     async def conversation_item_delete(self, conversation_id: str, item_id: str) -> bool:
-        def run(c: sqlite3.Connection) -> bool:
-            n = c.execute(
-                "DELETE FROM conversation_items WHERE conversation_id = ? AND item_id = ?", (conversation_id, item_id)
-            ).rowcount
-            if n:
-                c.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (time.time(), conversation_id))
-            return n > 0
-
-        return await self._write(run)
+        return await self._write(_w_conversation_item_delete, conversation_id, item_id)
 
     async def conversation_begin(
         self, conversation_id: str, tenant: str, response_id: str, hold_until: float
     ) -> list[dict[str, Any]] | None:
-        def run(c: sqlite3.Connection) -> list[dict[str, Any]] | None | ConversationLocked:
-            row = c.execute(
-                "SELECT tenant, active_response, active_until FROM conversations WHERE id = ?", (conversation_id,)
-            ).fetchone()
-            if row is None or row[0] != tenant:
-                return None
-            now = time.time()
-            if row[1] is not None and row[1] != response_id:
-                st = c.execute("SELECT status FROM responses WHERE id = ?", (row[1],)).fetchone()
-                if (st is not None and st[0] not in TERMINAL_VALUES) or (st is None and (row[2] or 0) > now):
-                    return ConversationLocked(row[1])
-            c.execute(
-                "UPDATE conversations SET active_response = ?, active_until = ?, updated_at = ? WHERE id = ?",
-                (response_id, hold_until, now, conversation_id),
-            )
-            rows = c.execute(
-                "SELECT data FROM conversation_items WHERE conversation_id = ? ORDER BY pos", (conversation_id,)
-            ).fetchall()
-            return [orjson.loads(r[0]) for r in rows]
-
-        got = await self._write(run)
+        got = await self._write(_w_conversation_begin, conversation_id, tenant, response_id, hold_until)
         if isinstance(got, ConversationLocked):  # returned, not raised: a raise rolls back the batch
             raise got
-        return got
+        return None if got is None else [orjson.loads(r) for r in got]
 
     async def conversation_end(self, conversation_id: str, response_id: str, items: list[dict[str, Any]]) -> None:
-        await self._write(lambda c: _conv_append(c, conversation_id, response_id, items, time.time()))
+        await self._write(_w_conversation_append, conversation_id, response_id, items)
 
     async def conversation_sweep(self, before: float, limit: int) -> int:
-        def run(c: sqlite3.Connection) -> int:
-            ids = [
-                r[0]
-                for r in c.execute(
-                    "SELECT id FROM conversations WHERE updated_at < ? LIMIT ?", (before, limit)
-                ).fetchall()
-            ]
-            for i in ids:
-                c.execute("DELETE FROM conversation_items WHERE conversation_id = ?", (i,))
-                c.execute("DELETE FROM conversations WHERE id = ?", (i,))
-            return len(ids)
-
-        return await self._write(run)
+        return await self._write(_w_conversation_sweep, before, limit)
 
 
-def _conv_append(
-    c: sqlite3.Connection, conversation_id: str, response_id: str | None, items: list[dict[str, Any]], now: float
+# -- the writes ------------------------------------------------------------------------------
+# Each runs in the writer process (`sqlite_writer`) as `op(connection, *args)` inside a batch's
+# transaction: module-level functions and plain arguments, so a call pickles as data. Rows come
+# back raw; the store decodes them in the server.
+
+
+def _w_insert(c: sqlite3.Connection, row: tuple[Any, ...], events: list[tuple[str, int, str, bytes]]) -> None:
+    """A plain create: its row and first events (a round's are inserted together, see
+    `run_round`)."""
+    c.execute(_INSERT_RESPONSE, row)
+    if events:
+        c.executemany(_INSERT_EVENT, events)
+
+
+def _w_create_checked(
+    c: sqlite3.Connection,
+    row: tuple[Any, ...],
+    events: list[tuple[str, int, str, bytes]],
+    tenant: str,
+    idempotency_key: str | None,
+    max_queued: int,
+    max_queued_tenant: int,
+) -> tuple[Any, ...] | QueueFull | None:
+    """A create with an idempotency key or queue limits: the stored row of an earlier create
+    with its key, or the refusal, or None once inserted."""
+    if idempotency_key is not None:
+        found: tuple[Any, ...] | None = c.execute(
+            f"SELECT {_COLUMNS} FROM responses WHERE tenant = ? AND idempotency_key = ?", (tenant, idempotency_key)
+        ).fetchone()
+        if found is not None:
+            return found
+    if max_queued or max_queued_tenant:  # one writer: counted and inserted atomically
+        total = c.execute("SELECT count(*) FROM responses WHERE status = 'queued'").fetchone()[0]
+        mine = None
+        if max_queued_tenant:
+            mine = c.execute(
+                "SELECT count(*) FROM responses WHERE tenant = ? AND status = 'queued'", (tenant,)
+            ).fetchone()[0]
+        refused = queue_full(total, mine, max_queued, max_queued_tenant)
+        if refused is not None:
+            return refused  # returned, not raised: a raise rolls back the batch
+    _w_insert(c, row, events)
+    return None
+
+
+def _w_delete(c: sqlite3.Connection, response_id: str) -> bool:
+    n = c.execute("DELETE FROM responses WHERE id = ?", (response_id,)).rowcount
+    c.execute("DELETE FROM events WHERE response_id = ?", (response_id,))
+    return n > 0
+
+
+def _w_claim(c: sqlite3.Connection, worker_id: str, limit: int, lease_seconds: float) -> list[tuple[Any, ...]]:
+    return c.execute(
+        "UPDATE responses SET status = 'in_progress', lease_owner = ?, lease_expires = ?,"
+        " attempts = attempts + 1, updated_at = ?"
+        " WHERE id IN (SELECT id FROM responses WHERE status = 'queued' ORDER BY id LIMIT ?)"
+        f" RETURNING {_COLUMNS}",
+        (worker_id, time.time() + lease_seconds, time.time(), limit),
+    ).fetchall()
+
+
+def _w_heartbeat(c: sqlite3.Connection, worker_id: str, lease_seconds: float, ids: bytes) -> list[str]:
+    rows = c.execute(
+        "UPDATE responses SET lease_expires = ? WHERE lease_owner = ? AND status = 'in_progress'"
+        " AND id IN (SELECT value FROM json_each(?)) RETURNING id, cancel_requested",
+        (time.time() + lease_seconds, worker_id, ids),
+    ).fetchall()
+    return sorted(r[0] for r in rows if r[1])
+
+
+#: a `Store.write` as the writer process takes it: response id, finish, force, conversation,
+#: body (JSON), event rows, resume (JSON)
+_Prepared = tuple[
+    str, str | None, bool, ConversationAppend | None, bytes | None, list[tuple[str, int, str, bytes]], bytes | None
+]
+
+
+def _w_write(
+    c: sqlite3.Connection, worker_id: str, prepared: list[_Prepared], fanout: Fanout
+) -> tuple[list[WriteResult], bool]:
+    """`Store.write`: the results, and whether webhook deliveries were queued. A few statements
+    for the whole batch, not a few per response."""
+    ids = list({w[0] for w in prepared})
+    rows_now = c.execute(
+        f"SELECT id, lease_owner, status, cancel_requested, {_LAST_SEQ}, tenant FROM responses"
+        f" WHERE id IN ({','.join('?' * len(ids))})",
+        ids,
+    ).fetchall()
+    state = {r[0]: (r[1], r[2], r[3], r[4]) for r in rows_now}
+    out: list[WriteResult] = []
+    appends: list[tuple[str, ConversationAppend]] = []
+    events: list[tuple[str, int, str, bytes]] = []
+    progress: list[tuple[bytes | None, int, bytes | None, str]] = []
+    finishes: list[tuple[str, bytes | None, int, float, str]] = []
+    now = time.time()
+    for response_id, finish, force, conversation, body, rows, resume in prepared:
+        st = state.get(response_id)
+        if st is None or st[0] != worker_id or st[1] != "in_progress":
+            out.append(WriteResult.FENCED)
+            continue
+        if finish is not None and st[2] and not force and finish != Status.CANCELLED:
+            out.append(WriteResult.CANCEL_REQUESTED)
+            continue
+        if rows and (rows[0][1] != st[3] + 1 or any(b[1] != a[1] + 1 for a, b in zip(rows, rows[1:], strict=False))):
+            # positions taken, or a gap: refuse this write only (logs stay 0..n)
+            out.append(WriteResult.FENCED)
+            continue
+        events.extend(rows)
+        last = rows[-1][1] if rows else None
+        new_last = st[3] if last is None else last
+        if finish is not None:
+            finishes.append((finish, body, new_last, now, response_id))
+            state[response_id] = (None, finish, st[2], new_last)
+            if conversation is not None:
+                appends.append((response_id, conversation))
+        else:
+            if body is not None or resume is not None:  # events alone leave the row be
+                progress.append((body, new_last, resume, response_id))
+            state[response_id] = (st[0], st[1], st[2], new_last)
+        out.append(WriteResult.OK)
+    if events:
+        c.executemany(_INSERT_EVENT, events)
+    if progress:
+        c.executemany(
+            "UPDATE responses SET body = COALESCE(?, body), last_seq = ?, resume = COALESCE(?, resume) WHERE id = ?",
+            progress,
+        )
+    if finishes:
+        c.executemany(
+            "UPDATE responses SET status = ?, body = COALESCE(?, body), last_seq = ?,"
+            " lease_owner = NULL, lease_expires = NULL, resume = NULL, updated_at = ? WHERE id = ?",
+            finishes,
+        )
+    for rid, conv in appends:  # the turn's items, with its terminal write
+        _w_conversation_append(c, conv.conversation_id, rid, conv.items, now)
+    queued = False
+    if finishes and fanout.targets:  # the webhook outbox, in the same transaction
+        tenants = {r[0]: r[5] for r in rows_now}
+        outbox = [d for f in finishes for d in fanout.rows(f[4], tenants[f[4]], f[0], now)]
+        if outbox:
+            c.executemany(_INSERT_DELIVERY, outbox)
+            queued = True
+    return out, queued
+
+
+def _w_cancel_queued(
+    c: sqlite3.Connection,
+    response_id: str,
+    body: bytes,
+    rows: list[tuple[str, int, str, bytes]],
+    first: int,
+    fanout: Fanout,
+) -> bool:
+    now = time.time()
+    row = c.execute(
+        "UPDATE responses SET status = 'cancelled', body = ?, last_seq = ?, updated_at = ?"
+        " WHERE id = ? AND status = 'queued' AND last_seq = ? RETURNING tenant",
+        (body, rows[-1][1] if rows else -1, now, response_id, first - 1),
+    ).fetchone()
+    if row is None:
+        return False
+    c.executemany(_INSERT_EVENT, rows)
+    outbox = fanout.rows(response_id, row[0], Status.CANCELLED.value, now)
+    if outbox:
+        c.executemany(_INSERT_DELIVERY, outbox)
+    return True
+
+
+def _w_webhook_claim(
+    c: sqlite3.Connection, endpoint: str, owner: str, limit: int, lease_seconds: float
+) -> list[tuple[Any, ...]]:
+    now = time.time()
+    return c.execute(
+        "UPDATE webhook_deliveries SET claimed_by = ?, claimed_until = ?"
+        " WHERE id IN (SELECT id FROM webhook_deliveries WHERE endpoint = ? AND status = 'pending'"
+        " AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until < ?)"
+        " ORDER BY next_attempt_at LIMIT ?)"
+        f" RETURNING {DELIVERY_COLUMNS}",
+        (owner, now + lease_seconds, endpoint, now, now, limit),
+    ).fetchall()
+
+
+def _w_webhook_result(
+    c: sqlite3.Connection,
+    delivery_id: str,
+    owner: str,
+    status: str,
+    status_code: int | None,
+    error: str | None,
+    next_attempt_at: float | None,
+) -> bool:
+    now = time.time()
+    n = c.execute(
+        "UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, last_status_code = ?,"
+        " last_error = ?, next_attempt_at = ?, delivered_at = ?, claimed_by = NULL, claimed_until = NULL"
+        " WHERE id = ? AND claimed_by = ? AND status = 'pending'",
+        (status, status_code, error, next_attempt_at, now if status == "delivered" else None, delivery_id, owner),
+    ).rowcount
+    return n > 0
+
+
+def _w_request_cancel(c: sqlite3.Connection, response_id: str) -> bool:
+    n = c.execute(
+        "UPDATE responses SET cancel_requested = 1 WHERE id = ? AND status = 'in_progress'", (response_id,)
+    ).rowcount
+    return n > 0
+
+
+def _w_takeover(
+    c: sqlite3.Connection, response_id: str, worker_id: str, lease_seconds: float, owner: str | None
+) -> tuple[Any, ...] | None:
+    now = time.time()
+    if owner is None:
+        cond, arg = "(lease_expires IS NULL OR lease_expires < ?)", now
+    else:
+        cond, arg = "lease_owner = ?", owner  # type: ignore[assignment]
+    row: tuple[Any, ...] | None = c.execute(
+        "UPDATE responses SET lease_owner = ?, lease_expires = ?, updated_at = ?"
+        f" WHERE id = ? AND status = 'in_progress' AND {cond}"
+        f" RETURNING {_COLUMNS}",
+        (worker_id, now + lease_seconds, now, response_id, arg),
+    ).fetchone()
+    return row
+
+
+def _w_release(c: sqlite3.Connection, response_id: str, worker_id: str) -> bool:
+    n = c.execute(
+        f"UPDATE responses SET status = 'queued', last_seq = {_LAST_SEQ}, lease_owner = NULL,"
+        " lease_expires = NULL, updated_at = ? WHERE id = ? AND lease_owner = ? AND status = 'in_progress'",
+        (time.time(), response_id, worker_id),
+    ).rowcount
+    return n > 0
+
+
+def _w_secret(c: sqlite3.Connection, name: str, value: bytes) -> bytes:
+    c.execute("INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)", (name, value))
+    return bytes(c.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()[0])
+
+
+def _w_sweep(c: sqlite3.Connection, responses_before: float, events_before: float, limit: int) -> tuple[int, int]:
+    terminal = tuple(TERMINAL_VALUES)
+    marks = ",".join("?" * len(terminal))
+    ids = [
+        r[0]
+        for r in c.execute(
+            f"SELECT id FROM responses WHERE updated_at < ? AND status IN ({marks}) LIMIT ?",
+            (responses_before, *terminal, limit),
+        ).fetchall()
+    ]
+    for i in ids:
+        c.execute("DELETE FROM events WHERE response_id = ?", (i,))
+        c.execute("DELETE FROM responses WHERE id = ?", (i,))
+    logs = [
+        r[0]
+        for r in c.execute(
+            f"SELECT id FROM responses WHERE updated_at < ? AND status IN ({marks}) AND events_purged = 0 LIMIT ?",
+            (events_before, *terminal, limit),
+        ).fetchall()
+    ]
+    for i in logs:
+        c.execute("DELETE FROM events WHERE response_id = ?", (i,))
+        c.execute("UPDATE responses SET events_purged = 1 WHERE id = ?", (i,))
+    # finished webhook deliveries go with the responses' retention (pending ones stay until
+    # they are delivered or given up)
+    c.execute(
+        "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries"
+        " WHERE status != 'pending' AND created_at < ? LIMIT ?)",
+        (responses_before, limit),
+    )
+    return len(ids), len(logs)
+
+
+def _w_conversation_create(
+    c: sqlite3.Connection,
+    conversation_id: str,
+    tenant: str,
+    created_at: float,
+    meta: bytes,
+    items: list[dict[str, Any]],
+) -> None:
+    c.execute(
+        "INSERT INTO conversations (id, tenant, created_at, updated_at, metadata) VALUES (?, ?, ?, ?, ?)",
+        (conversation_id, tenant, created_at, time.time(), meta),
+    )
+    _w_conversation_append(c, conversation_id, None, items, time.time())
+
+
+def _w_conversation_update(c: sqlite3.Connection, conversation_id: str, meta: bytes) -> tuple[Any, ...] | None:
+    row: tuple[Any, ...] | None = c.execute(
+        "UPDATE conversations SET metadata = ?, updated_at = ? WHERE id = ? RETURNING id, tenant, created_at",
+        (meta, time.time(), conversation_id),
+    ).fetchone()
+    return row
+
+
+def _w_conversation_delete(c: sqlite3.Connection, conversation_id: str) -> bool:
+    n = c.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,)).rowcount
+    c.execute("DELETE FROM conversation_items WHERE conversation_id = ?", (conversation_id,))
+    return n > 0
+
+
+def _w_conversation_item_delete(c: sqlite3.Connection, conversation_id: str, item_id: str) -> bool:
+    n = c.execute(
+        "DELETE FROM conversation_items WHERE conversation_id = ? AND item_id = ?", (conversation_id, item_id)
+    ).rowcount
+    if n:
+        c.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (time.time(), conversation_id))
+    return n > 0
+
+
+def _w_conversation_begin(
+    c: sqlite3.Connection, conversation_id: str, tenant: str, response_id: str, hold_until: float
+) -> list[bytes] | None | ConversationLocked:
+    """Take the conversation's turn: its items (raw), None if it is not the tenant's, or who holds it."""
+    row = c.execute(
+        "SELECT tenant, active_response, active_until FROM conversations WHERE id = ?", (conversation_id,)
+    ).fetchone()
+    if row is None or row[0] != tenant:
+        return None
+    now = time.time()
+    if row[1] is not None and row[1] != response_id:
+        st = c.execute("SELECT status FROM responses WHERE id = ?", (row[1],)).fetchone()
+        if (st is not None and st[0] not in TERMINAL_VALUES) or (st is None and (row[2] or 0) > now):
+            return ConversationLocked(row[1])
+    c.execute(
+        "UPDATE conversations SET active_response = ?, active_until = ?, updated_at = ? WHERE id = ?",
+        (response_id, hold_until, now, conversation_id),
+    )
+    rows = c.execute(
+        "SELECT data FROM conversation_items WHERE conversation_id = ? ORDER BY pos", (conversation_id,)
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _w_conversation_sweep(c: sqlite3.Connection, before: float, limit: int) -> int:
+    ids = [r[0] for r in c.execute("SELECT id FROM conversations WHERE updated_at < ? LIMIT ?", (before, limit))]
+    for i in ids:
+        c.execute("DELETE FROM conversation_items WHERE conversation_id = ?", (i,))
+        c.execute("DELETE FROM conversations WHERE id = ?", (i,))
+    return len(ids)
+
+
+def _w_conversation_append(
+    c: sqlite3.Connection,
+    conversation_id: str,
+    response_id: str | None,
+    items: list[dict[str, Any]],
+    now: float | None = None,
 ) -> list[dict[str, Any]] | None:
     """Append `items` to a conversation (ids made unique in it) and, for `response_id`, end
     its turn; None if the conversation does not exist."""
@@ -962,6 +1027,7 @@ def _conv_append(
         )
     items = unique_ids(items, taken)
     pos = row[0]
+    now = time.time() if now is None else now
     c.executemany(
         "INSERT INTO conversation_items (conversation_id, pos, item_id, data) VALUES (?, ?, ?, ?)",
         [(conversation_id, pos + i, it["id"], orjson.dumps(it)) for i, it in enumerate(items)],
@@ -1003,64 +1069,55 @@ def _delivery_filter(
 _INSERT_EVENT = "INSERT INTO events (response_id, seq, type, data) VALUES (?, ?, ?, ?)"
 
 
-class _Insert:
-    """A plain create: its row and first events, ready to bind. The writer inserts all the
-    creates of a round with two `executemany` calls (the writer holds the GIL while it binds,
-    so fewer calls leave more of it to the event loop)."""
-
-    __slots__ = ("events", "row")
-
-    def __init__(self, row: tuple[Any, ...], events: list[tuple[str, int, str, bytes]]) -> None:
-        self.row = row
-        self.events = events
-
-    def __call__(self, c: sqlite3.Connection) -> None:
-        c.execute(_INSERT_RESPONSE, self.row)
-        if self.events:
-            c.executemany(_INSERT_EVENT, self.events)
+_Point = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
+#: a write as the writer process takes it: `op(connection, *args)`
+Job = tuple[Callable[..., Any], tuple[Any, ...]]
 
 
-def _run_and_settle(conn: sqlite3.Connection, batch: list[_Job]) -> None:
-    results = _run_batch(conn, batch)
-    settled = [(fut, ok, value) for (_, fut), (ok, value) in zip(batch, results, strict=True)]
-    # one wake-up of the event loop per batch, not one per write
-    settled[0][0].get_loop().call_soon_threadsafe(_settle_all, settled)
+def run_round(conn: sqlite3.Connection, jobs: list[Job]) -> list[tuple[bool, Any]]:
+    """Run what the writer process took in one go, `(ok, result or exception)` each in order:
+    the plain creates in one transaction (nothing else in a round can depend on them), the rest
+    in another."""
+    creates = [i for i, job in enumerate(jobs) if job[0] is _w_insert]
+    if not creates or len(creates) == len(jobs):
+        return _run_batch(conn, jobs)
+    rest = [i for i, job in enumerate(jobs) if job[0] is not _w_insert]
+    out: list[tuple[bool, Any]] = [(False, None)] * len(jobs)
+    for part in (creates, rest):
+        for i, result in zip(part, _run_batch(conn, [jobs[i] for i in part]), strict=True):
+            out[i] = result
+    return out
 
 
-def _run_batch(
-    conn: sqlite3.Connection, batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]]
-) -> list[tuple[bool, Any]]:
+def _run_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[tuple[bool, Any]]:
     """Run a batch of writes in one transaction. If one of them fails, run them again each in
     its own transaction, so one bad write never undoes the others (the fast path has no
     savepoints: they cost more than the writes)."""
     try:
         conn.execute("BEGIN IMMEDIATE")
-        inserts = [fn for fn, _ in batch if type(fn) is _Insert]
-        if len(inserts) > 1:  # creates first: nothing else in a round can depend on them
-            conn.executemany(_INSERT_RESPONSE, [i.row for i in inserts])
-            conn.executemany(_INSERT_EVENT, [e for i in inserts for e in i.events])
-        results: list[tuple[bool, Any]] = [
-            (True, None if len(inserts) > 1 and type(fn) is _Insert else fn(conn)) for fn, _ in batch
-        ]
+        together = len(jobs) > 1 and all(op is _w_insert for op, _ in jobs)
+        if together:  # a round of plain creates: two statements for the lot
+            conn.executemany(_INSERT_RESPONSE, [args[0] for _, args in jobs])
+            conn.executemany(_INSERT_EVENT, [e for _, args in jobs for e in args[1]])
+            results: list[tuple[bool, Any]] = [(True, None)] * len(jobs)
+        else:
+            results = [(True, op(conn, *args)) for op, args in jobs]
         conn.execute("COMMIT")
         return results
     except Exception as exc:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
-        if len(batch) == 1:
+        if len(jobs) == 1:
             return [(False, exc)]
     results = []
-    for item in batch:
-        results.extend(_run_batch(conn, [item]))
+    for job in jobs:
+        results.extend(_run_batch(conn, [job]))
     return results
 
 
-_Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
-
-
-def _take(q: queue.SimpleQueue[_Job | None]) -> tuple[list[_Job], bool]:
-    """What a batching thread runs next: waits for one job, then takes what else is queued
-    (up to `_MAX_BATCH`). `(jobs, stop)`: stop once these are done (`None` was queued)."""
+def _take(q: queue.SimpleQueue[_Point | None]) -> tuple[list[_Point], bool]:
+    """What the point reader runs next: waits for one read, then takes what else is queued
+    (up to `_MAX_BATCH`). `(reads, stop)`: stop once these are done (`None` was queued)."""
     first = q.get()
     if first is None:
         return [], True
