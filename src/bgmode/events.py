@@ -77,6 +77,14 @@ _TEXT_DONE = {
 }
 
 
+def lifecycle_event(type_: str, body_json: bytes, seq: int) -> StoredEvent:
+    """A lifecycle event (`response.created`, ...) at `seq`, assembled around the Response
+    already serialised (a background create's first two: no builder needed)."""
+    return StoredEvent(
+        seq, type_, b'{"type":"%s","response":%s,"sequence_number":%d}' % (type_.encode(), body_json, seq)
+    )
+
+
 class ResponseBuilder:
     """Numbers and serialises the events of one response, and keeps its `body` current."""
 
@@ -124,8 +132,7 @@ class ResponseBuilder:
         """
         if body_json is None:
             return self.event(type_, {"response": self.body})
-        data = b'{"type":"%s","response":%s,"sequence_number":%d}' % (type_.encode(), body_json, self.seq)
-        ev = StoredEvent(self.seq, type_, data)
+        ev = lifecycle_event(type_, body_json, self.seq)
         self.seq += 1
         return ev
 

@@ -259,6 +259,10 @@ class CreateRequest:
     top_logprobs: int = 0
 
 
+#: a body with only these parameters skips the checks of all the others (the hot create)
+_PLAIN_PARAMS = frozenset({"model", "input", "background", "stream", "store"})
+
+
 def parse_create(body: Any) -> CreateRequest:
     """Validate a create body; raise `InvalidRequest` naming the offending param."""
     if not isinstance(body, dict):
@@ -287,6 +291,24 @@ def parse_create(body: Any) -> CreateRequest:
             "Background mode requires store=true: a background response must be stored to be polled.",
             param="background",
             code="unsupported_parameter",
+        )
+
+    if body.keys() <= _PLAIN_PARAMS:  # every other parameter absent: each at its default
+        return CreateRequest(
+            model=model,
+            input_items=input_items(body.get("input")),
+            instructions=None,
+            background=background,
+            stream=stream,
+            store=store,
+            previous_response_id=None,
+            max_output_tokens=None,
+            temperature=None,
+            top_p=None,
+            reasoning=None,
+            text={"format": {"type": "text"}, "verbosity": "medium"},
+            metadata={},
+            raw=body,
         )
 
     mot = body.get("max_output_tokens")

@@ -20,7 +20,7 @@ from bgmode.backends.base import BackendError, Finish, estimate_input_tokens
 from bgmode.context import following, model_request, run_request
 from bgmode.conversations import ConversationNotFound
 from bgmode.errors import InvalidRequest, NotFound, ResponseNotFound
-from bgmode.events import TERMINAL_EVENT_TYPES, ResponseBuilder
+from bgmode.events import TERMINAL_EVENT_TYPES, ResponseBuilder, lifecycle_event
 from bgmode.hub import Hub
 from bgmode.ids import new_id
 from bgmode.items import count_media
@@ -104,15 +104,15 @@ class Service:
         if not req.background:
             return await self._create_sync(req, response_id, int(now), tenant, request)
 
-        builder = ResponseBuilder(response_object(req, response_id, int(now), _QUEUED), 0)
-        body_json = orjson.dumps(builder.body)
-        events = [builder.lifecycle("response.created", body_json), builder.lifecycle("response.queued", body_json)]
+        queued = response_object(req, response_id, int(now), _QUEUED)
+        body_json = orjson.dumps(queued)
+        events = [lifecycle_event("response.created", body_json, 0), lifecycle_event("response.queued", body_json, 1)]
         record = ResponseRecord(
             id=response_id,
             tenant=tenant,
             status=_QUEUED,
             background=True,
-            body=builder.body,
+            body=queued,
             input_items=req.input_items,
             request=request,
             created_at=now,
