@@ -5,6 +5,7 @@ pipe."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sqlite3
@@ -149,3 +150,20 @@ async def test_a_memory_store_works_and_leaves_nothing_behind() -> None:
         await store.close()
     assert not os.path.exists(folder)
     assert store.path == ":memory:"
+
+
+async def test_closing_a_store_ends_its_writer_cleanly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`close()` lets the child exit on its own: its exit status is read once, by the event
+    loop's child watcher (closing the transport early reaped it behind the watcher's back:
+    "Unknown child process pid ..., will report returncode 255")."""
+    caplog.set_level(logging.WARNING)
+    for i in range(20):
+        store = SQLiteStore(str(tmp_path / f"w{i}.db"))
+        await store.open()
+        assert store._writer is not None
+        transport = store._writer._transport
+        assert transport is not None
+        await asyncio.gather(*(store.secret(f"k{j}", b"v" * 1000) for j in range(50)))
+        await store.close()
+        assert transport.get_returncode() == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -33,6 +33,8 @@ from collections.abc import Callable
 from typing import Any, cast
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+#: how long `close()` waits for the child to answer what it has and exit before killing it
+_EXIT_SECONDS = 60
 _SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 Job = tuple[Callable[..., Any], tuple[Any, ...]]
@@ -52,6 +54,10 @@ class _Pipe(asyncio.SubprocessProtocol):
         self.exited: asyncio.Future[None] = ready.get_loop().create_future()
         self.buf = bytearray()
         self.gone = False
+        self.transport: asyncio.SubprocessTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.SubprocessTransport, transport)
 
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
         buf = self.buf
@@ -76,6 +82,8 @@ class _Pipe(asyncio.SubprocessProtocol):
 
     def process_exited(self) -> None:
         self._end()
+        if self.transport is not None:
+            self.transport.close()  # only now: closing a live child's transport reaps or kills it
         if not self.exited.done():
             self.exited.set_result(None)
 
@@ -191,8 +199,6 @@ class WriterProcess:
             return
         transport = self._transport
         self._pipe = self._transport = self._stdin = None
-        if transport is not None:
-            transport.close()
         futs, self._inflight = self._inflight, None
         code = transport.get_returncode() if transport is not None else None
         lost = sqlite3.OperationalError(
@@ -238,12 +244,14 @@ class WriterProcess:
             if not fut.done():
                 fut.set_exception(sqlite3.ProgrammingError("the store is closed"))
         self._jobs, self._futs = [], []
-        pipe, stdin = self._pipe, self._stdin
-        if pipe is not None and stdin is not None:
+        pipe, stdin, transport = self._pipe, self._stdin, self._transport
+        if pipe is not None and stdin is not None and transport is not None:
             stdin.close()  # the child finishes and exits
-            await pipe.exited
-        if self._transport is not None:
-            self._transport.close()
+            try:
+                await asyncio.wait_for(asyncio.shield(pipe.exited), _EXIT_SECONDS)
+            except TimeoutError:
+                transport.kill()
+                await pipe.exited
 
 
 # -- the child's end --------------------------------------------------------------------------
