@@ -1,6 +1,6 @@
 """Instructions per create and per poll for a whole `bgmode serve` process (uvicorn, httptools,
-bgmode, its SQLite threads), counted by valgrind's callgrind: repeatable whatever else the
-machine is doing, so a change's cost on the hot paths can be measured on a busy box.
+bgmode, its SQLite reader threads; not its SQLite writer, a process of its own), counted by
+valgrind's callgrind: repeatable whatever else the machine is doing, so a change's cost on the hot paths can be measured on a busy box.
 
     python bench/instructions.py                      # this checkout
     python bench/instructions.py --src /tmp/base/src  # another one (git worktree add /tmp/base REV)
