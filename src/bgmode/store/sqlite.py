@@ -47,7 +47,7 @@ from bgmode.store.base import (
     status_counts_query,
     unique_ids,
 )
-from bgmode.store.sqlite_writer import WriterProcess
+from bgmode.store.sqlite_writer import WriterProcess, settle
 
 T = TypeVar("T")
 
@@ -289,13 +289,14 @@ class SQLiteStore(Store):
                 batch, stop = _take(self._points)
                 if not batch:
                     return
-                settled: list[tuple[asyncio.Future[Any], bool, Any]] = []
-                for fn, fut in batch:
+                results: list[tuple[bool, Any]] = []
+                for fn, _ in batch:
                     try:
-                        settled.append((fut, True, fn(conn)))
+                        results.append((True, fn(conn)))
                     except Exception as exc:
-                        settled.append((fut, False, exc))
-                settled[0][0].get_loop().call_soon_threadsafe(_settle_all, settled)
+                        results.append((False, exc))
+                futs = [fut for _, fut in batch]
+                futs[0].get_loop().call_soon_threadsafe(settle, futs, results)
                 if stop:
                     return
         finally:
@@ -901,23 +902,16 @@ def _w_secret(c: sqlite3.Connection, name: str, value: bytes) -> bytes:
 def _w_sweep(c: sqlite3.Connection, responses_before: float, events_before: float, limit: int) -> tuple[int, int]:
     terminal = tuple(TERMINAL_VALUES)
     marks = ",".join("?" * len(terminal))
-    ids = [
-        r[0]
-        for r in c.execute(
-            f"SELECT id FROM responses WHERE updated_at < ? AND status IN ({marks}) LIMIT ?",
-            (responses_before, *terminal, limit),
-        ).fetchall()
-    ]
+
+    def ended_before(before: float, also: str = "") -> list[str]:
+        sql = f"SELECT id FROM responses WHERE updated_at < ? AND status IN ({marks}){also} LIMIT ?"
+        return [r[0] for r in c.execute(sql, (before, *terminal, limit)).fetchall()]
+
+    ids = ended_before(responses_before)
     for i in ids:
         c.execute("DELETE FROM events WHERE response_id = ?", (i,))
         c.execute("DELETE FROM responses WHERE id = ?", (i,))
-    logs = [
-        r[0]
-        for r in c.execute(
-            f"SELECT id FROM responses WHERE updated_at < ? AND status IN ({marks}) AND events_purged = 0 LIMIT ?",
-            (events_before, *terminal, limit),
-        ).fetchall()
-    ]
+    logs = ended_before(events_before, " AND events_purged = 0")
     for i in logs:
         c.execute("DELETE FROM events WHERE response_id = ?", (i,))
         c.execute("UPDATE responses SET events_purged = 1 WHERE id = ?", (i,))
@@ -1131,13 +1125,3 @@ def _take(q: queue.SimpleQueue[_Point | None]) -> tuple[list[_Point], bool]:
             return batch, True
         batch.append(nxt)
     return batch, False
-
-
-def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
-    for fut, ok, value in settled:
-        if fut.done():
-            continue
-        if ok:
-            fut.set_result(value)
-        else:
-            fut.set_exception(value)

@@ -45,6 +45,18 @@ def _frame(value: Any) -> bytes:
     return len(data).to_bytes(4, "big") + data
 
 
+def settle(futs: list[asyncio.Future[Any]], results: list[tuple[bool, Any]]) -> None:
+    """Resolve each future with its `(ok, result or exception)` (one already done, e.g. its
+    caller gave up, is left as it is)."""
+    for fut, (ok, value) in zip(futs, results, strict=True):
+        if fut.done():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+
 class _Pipe(asyncio.SubprocessProtocol):
     """The server's view of one child: frames in, its end."""
 
@@ -184,13 +196,7 @@ class WriterProcess:
         futs, self._inflight = self._inflight, None
         if pipe is not self._pipe or futs is None:
             return
-        for fut, (ok, value) in zip(futs, results, strict=True):
-            if fut.done():
-                continue
-            if ok:
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
+        settle(futs, results)
         self._send()
         self._wake_drained()
 
