@@ -221,13 +221,11 @@ class WriterProcess:
     async def _restart(self) -> None:
         try:
             await self.start()
-        except Exception as exc:
-            jobs, futs = self._jobs, self._futs
-            self._jobs, self._futs = [], []
+        except Exception as exc:  # what waited for it fails (a 503, a worker's retry)
+            futs, self._futs, self._jobs = self._futs, [], []
             for fut in futs:
                 if not fut.done():
                     fut.set_exception(sqlite3.OperationalError(f"the SQLite writer process did not start: {exc}"))
-            del jobs
         finally:
             self._starting = None
         self._send()
