@@ -161,8 +161,9 @@ async def test_closing_a_store_ends_its_writer_cleanly(tmp_path: Path, caplog: p
         store = SQLiteStore(str(tmp_path / f"w{i}.db"))
         await store.open()
         assert store._writer is not None
-        transport = store._writer._transport
-        assert transport is not None
+        pipe = store._writer._pipe
+        assert pipe is not None and pipe.transport is not None
+        transport = pipe.transport
         await asyncio.gather(*(store.secret(f"k{j}", b"v" * 1000) for j in range(50)))
         await store.close()
         assert transport.get_returncode() == 0

@@ -67,6 +67,8 @@ class _Pipe(asyncio.SubprocessProtocol):
         self.buf = bytearray()
         self.gone = False
         self.transport: asyncio.SubprocessTransport | None = None
+        #: the child's stdin, where frames go (set once it is ready)
+        self.stdin: asyncio.WriteTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.SubprocessTransport, transport)
@@ -113,9 +115,8 @@ class WriterProcess:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        #: the running child (None: not started yet, or it died and no write has come since)
         self._pipe: _Pipe | None = None
-        self._transport: asyncio.SubprocessTransport | None = None
-        self._stdin: asyncio.WriteTransport | None = None
         self._jobs: list[Job] = []
         self._futs: list[asyncio.Future[Any]] = []
         #: the futures of the frame the child is working on (one at a time)
@@ -148,8 +149,8 @@ class WriterProcess:
         except BaseException:
             transport.close()
             raise
-        stdin = cast(asyncio.WriteTransport, transport.get_pipe_transport(0))  # uvloop's is no subclass
-        self._pipe, self._transport, self._stdin = pipe, transport, stdin
+        pipe.stdin = cast(asyncio.WriteTransport, transport.get_pipe_transport(0))  # uvloop's is no subclass
+        self._pipe = pipe
         self._loop = loop
 
     def submit(self, op: Callable[..., Any], args: tuple[Any, ...]) -> asyncio.Future[Any]:
@@ -169,7 +170,8 @@ class WriterProcess:
         self._scheduled = False
         if self._inflight is not None or not self._jobs:
             return
-        if self._stdin is None:  # not started, or the last one died: start another, then send
+        pipe = self._pipe
+        if pipe is None or pipe.stdin is None:  # not started, or the last one died: start another, then send
             if self._starting is None and not self._closed:
                 self._starting = asyncio.get_running_loop().create_task(self._restart())
             return
@@ -190,12 +192,12 @@ class WriterProcess:
             frame = _frame([job for job, _ in keep])
             futs = [fut for _, fut in keep]
         self._inflight = futs
-        self._stdin.write(frame)
+        pipe.stdin.write(frame)
 
     def _answered(self, pipe: _Pipe, results: list[tuple[bool, Any]]) -> None:
-        futs, self._inflight = self._inflight, None
-        if pipe is not self._pipe or futs is None:
+        if pipe is not self._pipe or self._inflight is None:
             return
+        futs, self._inflight = self._inflight, None
         settle(futs, results)
         self._send()
         self._wake_drained()
@@ -203,10 +205,9 @@ class WriterProcess:
     def _lost(self, pipe: _Pipe) -> None:
         if pipe is not self._pipe:
             return
-        transport = self._transport
-        self._pipe = self._transport = self._stdin = None
+        self._pipe = None
         futs, self._inflight = self._inflight, None
-        code = transport.get_returncode() if transport is not None else None
+        code = pipe.transport.get_returncode() if pipe.transport is not None else None
         lost = sqlite3.OperationalError(
             "the SQLite writer process exited" + ("" if code is None else f" (code {code})")
         )
@@ -237,7 +238,7 @@ class WriterProcess:
     async def close(self) -> None:
         """Answer what was submitted, then stop the child."""
         loop = asyncio.get_running_loop()
-        while (self._jobs or self._inflight is not None) and (self._stdin is not None or self._starting is not None):
+        while (self._jobs or self._inflight is not None) and (self._pipe is not None or self._starting is not None):
             self._drained = loop.create_future()
             if self._starting is not None:
                 await self._starting
@@ -248,13 +249,13 @@ class WriterProcess:
             if not fut.done():
                 fut.set_exception(sqlite3.ProgrammingError("the store is closed"))
         self._jobs, self._futs = [], []
-        pipe, stdin, transport = self._pipe, self._stdin, self._transport
-        if pipe is not None and stdin is not None and transport is not None:
-            stdin.close()  # the child finishes and exits
+        pipe = self._pipe
+        if pipe is not None and pipe.stdin is not None and pipe.transport is not None:
+            pipe.stdin.close()  # the child finishes and exits
             try:
                 await asyncio.wait_for(asyncio.shield(pipe.exited), _EXIT_SECONDS)
             except TimeoutError:
-                transport.kill()
+                pipe.transport.kill()
                 await pipe.exited
 
 
