@@ -1,4 +1,5 @@
-"""Several `bgmode serve` processes on one PostgreSQL database, driven with the openai SDK.
+"""Several `bgmode serve` processes on one store (a SQLite file, a PostgreSQL database),
+driven with the openai SDK.
 
 Any process serves any response: created on one, run by whichever worker claims it,
 retrieved, streamed (replayed and followed live) and cancelled through another.
@@ -7,6 +8,7 @@ retrieved, streamed (replayed and followed live) and cancelled through another.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,10 +18,17 @@ from tests.sdk import check_log, deltas, replay, seqs
 from tests.serving import BgmodeServer
 
 pytest_plugins = ("tests.pg",)
-pytestmark = pytest.mark.postgres
 
-# Tests take `pg_database_url` before `make_server`: fixtures are torn down in reverse, so the
+# Tests take `store_url` before `make_server`: fixtures are torn down in reverse, so the
 # servers are killed before their database is dropped.
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """One store every server of the test shares."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'shared.db'}"
+    return str(request.getfixturevalue("pg_database_url"))
 
 
 def sim(tokens: int, delay_ms: int) -> dict[str, str]:
@@ -41,9 +50,9 @@ def wait_status(client: OpenAI, rid: str, statuses: set[str], timeout: float = 6
         time.sleep(0.05)  # polling a status, bounded
 
 
-def test_created_on_one_server_served_by_another(pg_database_url: str, make_server: type[BgmodeServer]) -> None:
-    a = make_server(pg_database_url, args=["--workers", "4"]).start()
-    b = make_server(pg_database_url, args=["--workers", "4"]).start()
+def test_created_on_one_server_served_by_another(store_url: str, make_server: type[BgmodeServer]) -> None:
+    a = make_server(store_url, args=["--workers", "4"]).start()
+    b = make_server(store_url, args=["--workers", "4"]).start()
     ca, cb = client_for(a), client_for(b)
     ids = [
         ca.responses.create(model="m", input=f"hello {i}", background=True, metadata=sim(30, 2)).id for i in range(12)
@@ -58,10 +67,10 @@ def test_created_on_one_server_served_by_another(pg_database_url: str, make_serv
 
 
 def test_stream_on_b_replays_and_follows_a_response_running_on_a(
-    pg_database_url: str, make_server: type[BgmodeServer]
+    store_url: str, make_server: type[BgmodeServer]
 ) -> None:
-    a = make_server(pg_database_url, args=["--workers", "2"]).start()
-    b = make_server(pg_database_url, args=["--workers", "0"]).start()  # so B can only follow through the store
+    a = make_server(store_url, args=["--workers", "2"]).start()
+    b = make_server(store_url, args=["--workers", "0"]).start()  # so B can only follow through the store
     ca, cb = client_for(a), client_for(b)
     r = ca.responses.create(model="m", input="tell me a story", background=True, metadata=sim(150, 10))
     # B: read the first events of a live stream, then resume after them on B
@@ -81,9 +90,9 @@ def test_stream_on_b_replays_and_follows_a_response_running_on_a(
     assert deltas(full) == deltas(head) + deltas(tail) == cb.responses.retrieve(r.id).output_text
 
 
-def test_cancel_through_another_server(pg_database_url: str, make_server: type[BgmodeServer]) -> None:
-    a = make_server(pg_database_url, args=["--workers", "1"]).start()
-    b = make_server(pg_database_url, args=["--workers", "0"]).start()
+def test_cancel_through_another_server(store_url: str, make_server: type[BgmodeServer]) -> None:
+    a = make_server(store_url, args=["--workers", "1"]).start()
+    b = make_server(store_url, args=["--workers", "0"]).start()
     ca, cb = client_for(a), client_for(b)
     running = ca.responses.create(model="m", input="long", background=True, metadata=sim(5000, 10))
     queued = ca.responses.create(model="m", input="waits", background=True, metadata=sim(10, 1))
@@ -102,9 +111,9 @@ def test_cancel_through_another_server(pg_database_url: str, make_server: type[B
     assert check_log(cb, later.id)[1][-1].type == "response.completed"
 
 
-def test_a_killed_worker_process_is_settled_by_another(pg_database_url: str, make_server: type[BgmodeServer]) -> None:
+def test_a_killed_worker_process_is_settled_by_another(store_url: str, make_server: type[BgmodeServer]) -> None:
     fast = ["--lease-seconds", "1.5"]
-    a = make_server(pg_database_url, args=["--workers", "2", *fast]).start()
+    a = make_server(store_url, args=["--workers", "2", *fast]).start()
     ca = client_for(a)
     started = [
         ca.responses.create(model="m", input="long", background=True, metadata=sim(5000, 10)).id for _ in range(2)
@@ -112,11 +121,11 @@ def test_a_killed_worker_process_is_settled_by_another(pg_database_url: str, mak
     waiting = [ca.responses.create(model="m", input="short", background=True, metadata=sim(20, 1)).id for _ in range(3)]
     for rid in started:
         wait_status(ca, rid, {"in_progress"})
-    b = make_server(pg_database_url, args=["--workers", "0", *fast]).start()  # B runs nothing
+    b = make_server(store_url, args=["--workers", "0", *fast]).start()  # B runs nothing
     cb = client_for(b)
     assert {cb.responses.retrieve(rid).status for rid in waiting} == {"queued"}
     a.kill()
-    c = make_server(pg_database_url, args=["--workers", "4", *fast]).start()
+    c = make_server(store_url, args=["--workers", "4", *fast]).start()
     assert c.proc is not None
     # C reaps A's lost responses (output had begun: failed) and runs the queued ones
     for rid in started:
@@ -127,14 +136,14 @@ def test_a_killed_worker_process_is_settled_by_another(pg_database_url: str, mak
         assert check_log(cb, rid)[1][-1].type == "response.completed"
 
 
-def test_api_only_server_with_a_separate_worker_server(pg_database_url: str, make_server: type[BgmodeServer]) -> None:
-    api = make_server(pg_database_url, args=["--workers", "0"]).start()
+def test_api_only_server_with_a_separate_worker_server(store_url: str, make_server: type[BgmodeServer]) -> None:
+    api = make_server(store_url, args=["--workers", "0"]).start()
     capi = client_for(api)
     ids = [
         capi.responses.create(model="m", input=f"job {i}", background=True, metadata=sim(20, 2)).id for i in range(10)
     ]
     assert {capi.responses.retrieve(rid).status for rid in ids} == {"queued"}  # nobody runs them yet
-    make_server(pg_database_url, args=["--workers", "3"]).start()
+    make_server(store_url, args=["--workers", "3"]).start()
     for rid in ids:  # all run on the worker server; followed through the API-only one
         assert check_log(capi, rid)[1][-1].type == "response.completed"
         assert capi.responses.retrieve(rid).status == "completed"
