@@ -216,7 +216,7 @@ class Server:
             await EventStream(created.stream, request_id)(scope, receive, send)
             return 200
         rec = created.record
-        await _send_json(send, 200, rec.body_json or orjson.dumps(rec.body), None, request_id)
+        await _send_json(send, 200, created.reply_json or rec.body_json or orjson.dumps(rec.body), None, request_id)
         return 200
 
     async def poll(self, response_id: str, scope: Scope, send: Send, auth: bytes, request_id: bytes) -> int:

@@ -60,6 +60,9 @@ class Created:
     record: ResponseRecord
     #: for stream=true: the SSE frames to send
     stream: AsyncIterator[bytes] | None = None
+    #: the Response to answer with, serialised, when it is not the record's (a background
+    #: create answers as it was created, "queued", even when it already runs)
+    reply_json: bytes | None = None
 
 
 class Service:
@@ -125,6 +128,11 @@ class Service:
             record.lease_owner = self.worker.worker_id
             record.lease_expires = now + self.worker.config.lease_seconds
             record.attempts = 1
+            # and its `response.in_progress` is committed with it: one write, one event batch
+            # and one send to a streaming client fewer than the worker announcing it after
+            record.body = {**queued, "status": Status.IN_PROGRESS.value}
+            record.body_json = orjson.dumps(record.body)
+            events.append(lifecycle_event("response.in_progress", record.body_json, 2))
         try:
             # the queue limits are checked in the create's own transaction (never overshot)
             stored = await self.store.create(
@@ -153,7 +161,7 @@ class Service:
         stream = None
         if req.stream:  # a new response's first events are known: no need to read them back
             stream = self.tail(record.id, -1, events if record is stored_new else None)
-        return Created(record, stream)
+        return Created(record, stream, body_json if record is stored_new else None)
 
     async def count_input_tokens(self, body: Any, tenant: str) -> dict[str, Any]:
         """`POST /v1/responses/input_tokens`: the input a create with this body would send, counted
