@@ -180,3 +180,131 @@ async def test_a_round_written_in_parts_retries_only_the_parts_not_written(
     finally:
         await worker.stop(grace=0)
         await store.close()
+
+
+class _HeldCreate(SQLiteStore):
+    """A SQLite store whose creates wait for `release`, then commit (or fail, with `fail`, as
+    a full disk would)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.release = asyncio.Event()
+        self.fail = False
+
+    async def create(self, record: ResponseRecord, events: list[Any], *args: Any, **kwargs: Any) -> ResponseRecord:
+        await self.release.wait()
+        if self.fail:
+            raise sqlite3.OperationalError("database or disk is full")
+        return await super().create(record, events, *args, **kwargs)
+
+
+class _Watched(Backend):
+    """Streams a short text; tells when a call began and when its stream was closed."""
+
+    def __init__(self) -> None:
+        self.began = asyncio.Event()
+        self.closed = asyncio.Event()
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[BackendEvent]:
+        self.began.set()
+        try:
+            for word in ("one ", "two ", "three"):
+                yield TextDelta(word)
+            yield Usage(3, 3)
+            yield Finish()
+        finally:
+            self.closed.set()
+
+
+async def _ready_to_start_creates(worker: Worker) -> None:
+    """Wait for the worker's first claim (it takes new creates directly once it knows the queue
+    is empty)."""
+    deadline = time.monotonic() + 10
+    while not worker._queue_empty:
+        assert time.monotonic() < deadline, "the worker never claimed"
+        await asyncio.sleep(0.01)
+
+
+async def _sse_events(stream: AsyncIterator[bytes]) -> list[dict[str, Any]]:
+    """A create's SSE stream read to its end (within 10 s): its events."""
+
+    async def read() -> bytes:
+        return b"".join([frame async for frame in stream])
+
+    body = await asyncio.wait_for(read(), 10)
+    return [orjson.loads(line[6:]) for line in body.split(b"\n") if line.startswith(b"data: ")]
+
+
+async def test_a_create_starts_its_model_call_while_it_commits_and_publishes_nothing_before(tmp_path: Path) -> None:
+    """A background create that this process's worker takes at once starts the model call in
+    parallel with its commit (the first token is not held up by the write); its events are
+    written and streamed only once the create is stored: the log is 0..n with the whole text."""
+    from bgmode.service import Service
+
+    store = _HeldCreate(str(tmp_path / "w.db"))
+    await store.open()
+    backend = _Watched()
+    hub = Hub()
+    router = Router({"*": Route("*", backend, "sim")})
+    worker = Worker(store, router, hub, WorkerConfig(concurrency=2))
+    service = Service(store, hub, router, worker=worker)
+    await worker.start()
+    try:
+        await _ready_to_start_creates(worker)
+        creating = asyncio.create_task(
+            service.create({"model": "m", "input": "hi", "background": True, "stream": True}, "t")
+        )
+        await asyncio.wait_for(backend.began.wait(), 10)  # the call began; the create is not stored
+        [rid] = worker.jobs
+        assert await store.get(rid) is None
+        store.release.set()
+        created = await asyncio.wait_for(creating, 10)
+        assert created.record.id == rid and created.stream is not None
+        events = await _sse_events(created.stream)
+        assert [e["sequence_number"] for e in events] == list(range(len(events)))
+        assert [e["type"] for e in events[:3]] == ["response.created", "response.queued", "response.in_progress"]
+        assert events[-1]["type"] == "response.completed"
+        assert events[-1]["response"]["output"][0]["content"][0]["text"] == "one two three"
+        assert await _log(store, rid) == [(e["sequence_number"], e["type"]) for e in events]
+    finally:
+        await worker.stop(grace=0)
+        await store.close()
+
+
+async def test_a_create_that_fails_to_commit_stops_its_model_call_and_leaves_nothing(tmp_path: Path) -> None:
+    """The store refuses a create whose model call had already begun: the create fails, the call
+    is closed, nothing of the response is stored, and its worker slot is free again (the next
+    create, with the only slot, runs to the end)."""
+    from bgmode.service import Service
+
+    store = _HeldCreate(str(tmp_path / "w.db"))
+    await store.open()
+    backend = _Watched()
+    hub = Hub()
+    router = Router({"*": Route("*", backend, "sim")})
+    worker = Worker(store, router, hub, WorkerConfig(concurrency=1))
+    service = Service(store, hub, router, worker=worker)
+    await worker.start()
+    try:
+        await _ready_to_start_creates(worker)
+        store.fail = True
+        creating = asyncio.create_task(service.create({"model": "m", "input": "hi", "background": True}, "t"))
+        await asyncio.wait_for(backend.began.wait(), 10)
+        [rid] = worker.jobs
+        store.release.set()
+        with pytest.raises(sqlite3.OperationalError):
+            await asyncio.wait_for(creating, 10)
+        await asyncio.wait_for(backend.closed.wait(), 10)
+        assert await store.get(rid) is None and await _log(store, rid) == []
+
+        store.fail = False
+        backend.began.clear()
+        created = await service.create({"model": "m", "input": "again", "background": True, "stream": True}, "t")
+        assert created.stream is not None
+        events = await _sse_events(created.stream)
+        assert events[-1]["type"] == "response.completed"
+        assert backend.began.is_set()  # run by this worker's one slot: the failed create gave it back
+        assert await store.get(rid) is None
+    finally:
+        await worker.stop(grace=0)
+        await store.close()
