@@ -133,14 +133,6 @@ class Service:
             record.body = {**queued, "status": Status.IN_PROGRESS.value}
             record.body_json = orjson.dumps(record.body)
             events.append(lifecycle_event("response.in_progress", record.body_json, 2))
-        created: asyncio.Future[bool] | None = None
-        if reserved and idempotency_key is None:
-            # its backend call starts now, while the create commits (nothing of it is written
-            # or published before); not for a keyed create, which may be a repeat of one made
-            assert self.worker is not None
-            record.last_seq = events[-1].seq
-            created = asyncio.get_running_loop().create_future()
-            self.worker.run_reserved(record, created)
         try:
             # the queue limits are checked in the create's own transaction (never overshot)
             stored = await self.store.create(
@@ -151,9 +143,7 @@ class Service:
                 max_queued_tenant=self.limits.max_queued_per_tenant,
             )
         except BaseException:
-            if created is not None:
-                created.set_result(False)
-            elif self.worker is not None and reserved:
+            if self.worker is not None and reserved:
                 self.worker.run_reserved(None)
             if req.conversation is not None:
                 await self.store.conversation_end(req.conversation, response_id, [])
@@ -163,9 +153,7 @@ class Service:
         if stored is record:
             metrics.response_created(req.model, True)
             state_change(record.id, _QUEUED, req.model, tenant=tenant, attempt=0)
-        if created is not None:
-            created.set_result(stored is record)
-        elif self.worker is not None and reserved:
+        if self.worker is not None and reserved:
             self.worker.run_reserved(stored if stored is record else None)
         else:
             self.hub.wake_workers()

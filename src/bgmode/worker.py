@@ -87,9 +87,6 @@ class Job:
     covered: int = -1
     #: the checkpoint changed since the last write that carried it
     resume_due: bool = False
-    #: a response started while its create commits (see `run_reserved`): resolves to whether
-    #: it was created; nothing of it is published or written before
-    created: asyncio.Future[bool] | None = None
 
     def take(self, everything: bool = False) -> list[StoredEvent]:
         """Buffered events to write: all of them, or (after a checkpoint) those the latest
@@ -384,24 +381,19 @@ class Worker:
         self._reserved += 1
         return True
 
-    def run_reserved(self, rec: ResponseRecord | None, created: asyncio.Future[bool] | None = None) -> None:
-        """Run the response a `reserve` was for (None: it was not created; free the slot).
-
-        With `created`, called before the create commits: the backend call starts at once,
-        in parallel with the commit, and nothing of the response is written, published or
-        logged until `created` says it exists (False: the runner ends without a trace)."""
+    def run_reserved(self, rec: ResponseRecord | None) -> None:
+        """Run the response a `reserve` was for (None: it was not created; free the slot)."""
         self._reserved -= 1
         if rec is not None:
-            self._spawn(rec, created)
+            self._spawn(rec)
         else:
             self._slots_free.set()
 
-    def _spawn(self, rec: ResponseRecord, created: asyncio.Future[bool] | None = None) -> None:
+    def _spawn(self, rec: ResponseRecord) -> None:
         # registered before the task first runs: a reader or a cancel arriving in between
         # already finds the response running here
         model = str(rec.request.get("model") or rec.body.get("model"))
         job = Job(rec.id, attempts=rec.attempts, model=model, created_at=rec.created_at, tenant=rec.tenant)
-        job.created = created
         self.jobs[rec.id] = job
         metrics.WORKER_RUNNING.set(len(self.jobs))
         self.hub.register_job(rec.id, lambda: self._cancel_local(job))
@@ -450,17 +442,6 @@ class Worker:
             builder.input_tokens_estimate = estimate_input_tokens(request)
         except APIError as exc:  # e.g. a reasoning token that no longer verifies (key changed)
             error = {"code": "invalid_prompt", "message": exc.message}
-        route = self.router.resolve(rec.request["model"])
-        if job.created is not None:  # started while its create commits
-            if request is not None and route is not None:
-                job.task = asyncio.create_task(self._consume(job, builder, route.backend, request, rec.resume))
-            if not await job.created:  # not created after all: leave no trace
-                job.fenced = True
-                if job.task is not None:
-                    job.task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await job.task
-                return
         if rec.last_seq < 2:  # created, queued: in_progress not yet announced
             self.submit(job, Write(rec.id, [builder.lifecycle("response.in_progress")], builder.body))
         metrics.response_started(job.model, rec.created_at, time.time())
@@ -472,20 +453,16 @@ class Worker:
 
         status: Status
         reason: str | None = None
+        route = self.router.resolve(rec.request["model"])
         if job.cancelled:
             status, error = Status.CANCELLED, None
-            if job.task is not None:  # started early, cancelled as it was created
-                job.task.cancel()
-                with contextlib.suppress(BaseException):
-                    await job.task
         elif request is None:
             status = Status.FAILED
         elif route is None:
             status = Status.FAILED
             error = {"code": "server_error", "message": f"No backend serves model '{request.model}'."}
         else:
-            if job.task is None:
-                job.task = asyncio.create_task(self._consume(job, builder, route.backend, request, rec.resume))
+            job.task = asyncio.create_task(self._consume(job, builder, route.backend, request, rec.resume))
             try:
                 fin = await job.task
                 status, reason = ResponseBuilder.finish_status(fin)
@@ -527,10 +504,6 @@ class Worker:
         stream = backend.stream(request) if resume is None else backend.resume(request, resume)
         try:
             async for ev in stream:
-                if job.created is not None:  # the create is still committing: wait for it
-                    if not await job.created:
-                        raise asyncio.CancelledError
-                    job.created = None
                 if isinstance(ev, Finish):
                     return ev
                 if type(ev) is Checkpoint:
