@@ -58,11 +58,18 @@ def measure(n: int = 300, store: str | None = None, src: str | None = None) -> d
     out: dict[str, Any] = {}
     with upstream(3, 0) as up, tempfile.TemporaryDirectory() as d:
         out["direct"] = _stats(asyncio.run(_times(f"{up}/chat/completions", CHAT, b"[DONE]", n)))
-        if src:
-            os.environ["PYTHONPATH"] = src  # the server's bgmode; this process only talks HTTP
         port = free_port()
         args = ["--workers", "4", "--upstream-url", up, "--upstream-api", "chat"]
-        server = bgmode(port, store or f"sqlite:///{d}/first_token.db", *args)
+        saved = os.environ.get("PYTHONPATH")
+        if src:  # the server's bgmode (`_procs.start` passes PYTHONPATH on); this process only talks HTTP
+            os.environ["PYTHONPATH"] = src
+        try:
+            server = bgmode(port, store or f"sqlite:///{d}/first_token.db", *args)
+        finally:
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
         try:
             body: dict[str, object] = {"model": "m", "input": "hi", "background": True, "stream": True}
             url = f"http://127.0.0.1:{port}/v1/responses"
